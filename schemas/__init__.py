@@ -1,0 +1,31 @@
+"""openwit's data contracts: column names, one pyarrow schema per stage output, the
+closed set of reject reasons, stable ids, and Parquet I/O with a schema-version check.
+
+This package imports only pyarrow (and the standard library).
+"""
+
+from schemas import columns
+from schemas.errors import SchemaError, UserError
+from schemas.ids import uid
+from schemas.io import check_metadata, parquet_files, read_table, validate, write_table
+from schemas.reasons import REASONS, describe
+from schemas.tables import (
+    ALL,
+    CANDIDATE,
+    CURATED,
+    DOWNLOADED,
+    GROUND_TRUTH,
+    KNOWN_VERSIONS,
+    QUERY_COUNTS,
+    REJECT,
+    SCHEMA_VERSION,
+    SHARD_INDEX,
+    schema_name,
+)
+
+__all__ = [
+    "ALL", "CANDIDATE", "CURATED", "DOWNLOADED", "GROUND_TRUTH", "KNOWN_VERSIONS",
+    "QUERY_COUNTS", "REASONS", "REJECT", "SCHEMA_VERSION", "SHARD_INDEX", "SchemaError",
+    "UserError", "check_metadata", "columns", "describe", "parquet_files", "read_table",
+    "schema_name", "uid", "validate", "write_table",
+]

@@ -1,0 +1,70 @@
+"""Column names: the only place in openwit where a column is spelled as a string.
+
+Every other module refers to ``columns.URL`` and friends; a convention test fails on any
+string literal outside ``schemas/`` that equals one of these names (a line that spells an
+external format's key, such as a WAT JSON field, says so with ``# not-a-column``).
+"""
+
+from __future__ import annotations
+
+# Identity and provenance (every stage).
+UID = "uid"  # blake2b-128 of (url, text); see schemas.ids.uid
+URL = "url"
+TEXT = "text"
+PAGE_URL = "page_url"
+SOURCE_FILE = "source_file"
+SOURCE_OFFSET = "source_offset"
+SOURCE_FORMAT = "source_format"
+
+# Curation.
+LANG = "lang"
+LANG_PROB = "lang_prob"
+MATCHED_QUERIES = "matched_queries"
+
+# Download / shards.
+KEY = "key"
+SHARD = "shard"
+SHARD_POSITION = "shard_position"
+STATUS = "status"
+ERROR_MESSAGE = "error_message"
+WIDTH = "width"
+HEIGHT = "height"
+ORIGINAL_WIDTH = "original_width"
+ORIGINAL_HEIGHT = "original_height"
+SHA256 = "sha256"
+PHASH = "phash"
+CAPTION = "caption"
+
+# Ledger.
+STAGE = "stage"
+REASON = "reason"
+DETAIL = "detail"
+DUPLICATE_OF = "duplicate_of"
+
+# Query balancing.
+QUERY = "query"
+MATCH_COUNT = "match_count"
+KEEP_PROB = "keep_prob"
+KEPT_COUNT = "kept_count"
+
+# Synthetic crawl ground truth.
+LINK_INDEX = "link_index"
+SRC = "src"
+KIND = "kind"
+FAULT = "fault"
+IMAGE_TOKEN = "image_token"
+VARIANT = "variant"
+SHAPE = "shape"
+COLOUR = "colour"
+SIZE = "size"
+PLACEMENT = "placement"
+BACKGROUND = "background"
+CLEAN_CAPTION = "clean_caption"
+HELDOUT = "heldout"
+EVAL_INDEX = "eval_index"
+HOST = "host"
+
+
+def all_names() -> frozenset[str]:
+    """Every column name defined above (used by the convention test)."""
+    return frozenset(v for k, v in globals().items() if k.isupper() and isinstance(v, str))

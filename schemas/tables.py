@@ -1,0 +1,176 @@
+"""One pyarrow schema per stage output.
+
+Each schema carries its name and the schema version in its metadata; that metadata is
+written into every Parquet file, so a reader can refuse a file from an unknown version
+with a clear message instead of misreading it.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+from schemas import columns as C
+
+SCHEMA_VERSION = 1
+KNOWN_VERSIONS = frozenset({1})
+
+META_NAME = b"openwit.schema"
+META_VERSION = b"openwit.schema_version"
+
+
+def _schema(name: str, fields: list[pa.Field]) -> pa.Schema:
+    return pa.schema(
+        fields, metadata={META_NAME: name.encode(), META_VERSION: str(SCHEMA_VERSION).encode()}
+    )
+
+
+def _req(name: str, type_: pa.DataType) -> pa.Field:
+    return pa.field(name, type_, nullable=False)
+
+
+def _opt(name: str, type_: pa.DataType) -> pa.Field:
+    return pa.field(name, type_, nullable=True)
+
+
+_PROVENANCE = [
+    _opt(C.PAGE_URL, pa.string()),
+    _req(C.SOURCE_FILE, pa.string()),
+    _req(C.SOURCE_OFFSET, pa.int64()),
+    _req(C.SOURCE_FORMAT, pa.string()),  # wat | warc | list
+]
+
+# extract -> every (image url, alt text) link found in the crawl.
+CANDIDATE = _schema(
+    "CANDIDATE",
+    [_req(C.UID, pa.string()), _req(C.URL, pa.string()), _req(C.TEXT, pa.string()), *_PROVENANCE],
+)
+
+# curate -> the url list handed to the downloader.
+CURATED = _schema(
+    "CURATED",
+    [
+        _req(C.UID, pa.string()),
+        _req(C.URL, pa.string()),
+        _req(C.TEXT, pa.string()),
+        _opt(C.LANG, pa.string()),
+        _opt(C.LANG_PROB, pa.float32()),
+        _req(C.MATCHED_QUERIES, pa.list_(pa.string())),
+        *_PROVENANCE,
+    ],
+)
+
+# download -> one row per curated row: a sample in a tar, or a failure with its reason.
+DOWNLOADED = _schema(
+    "DOWNLOADED",
+    [
+        _req(C.UID, pa.string()),
+        _req(C.URL, pa.string()),
+        _req(C.TEXT, pa.string()),
+        _opt(C.KEY, pa.string()),
+        _opt(C.SHARD, pa.string()),
+        _req(C.STATUS, pa.string()),  # success | failed
+        _opt(C.REASON, pa.string()),  # a reason code when failed
+        _opt(C.ERROR_MESSAGE, pa.string()),
+        _opt(C.WIDTH, pa.int32()),
+        _opt(C.HEIGHT, pa.int32()),
+        _opt(C.ORIGINAL_WIDTH, pa.int32()),
+        _opt(C.ORIGINAL_HEIGHT, pa.int32()),
+        _opt(C.SHA256, pa.string()),
+    ],
+)
+
+# shard -> the manifest of the final training shards, one row per sample.
+SHARD_INDEX = _schema(
+    "SHARD_INDEX",
+    [
+        _req(C.UID, pa.string()),
+        _req(C.SHARD, pa.string()),
+        _req(C.SHARD_POSITION, pa.int32()),
+        _req(C.KEY, pa.string()),
+        _req(C.URL, pa.string()),
+        _req(C.TEXT, pa.string()),
+        _opt(C.PAGE_URL, pa.string()),
+        _opt(C.LANG, pa.string()),
+        _req(C.MATCHED_QUERIES, pa.list_(pa.string())),
+        _req(C.WIDTH, pa.int32()),
+        _req(C.HEIGHT, pa.int32()),
+        _req(C.SHA256, pa.string()),
+        _req(C.PHASH, pa.uint64()),
+    ],
+)
+
+# every stage -> why a record was dropped.
+REJECT = _schema(
+    "REJECT",
+    [
+        _req(C.STAGE, pa.string()),
+        _req(C.REASON, pa.string()),
+        _opt(C.DETAIL, pa.string()),
+        _opt(C.UID, pa.string()),
+        _opt(C.URL, pa.string()),
+        _opt(C.DUPLICATE_OF, pa.string()),
+        _opt(C.SOURCE_FILE, pa.string()),
+        _opt(C.SOURCE_OFFSET, pa.int64()),
+    ],
+)
+
+# curate -> global per-query match counts and the resulting keep probability.
+QUERY_COUNTS = _schema(
+    "QUERY_COUNTS",
+    [
+        _req(C.QUERY, pa.string()),
+        _req(C.MATCH_COUNT, pa.int64()),
+        _req(C.KEEP_PROB, pa.float64()),
+        _req(C.KEPT_COUNT, pa.int64()),
+    ],
+)
+
+# synth -> what every image link in the synthetic crawl really is.
+GROUND_TRUTH = _schema(
+    "GROUND_TRUTH",
+    [
+        _req(C.SOURCE_FILE, pa.string()),
+        _req(C.SOURCE_OFFSET, pa.int64()),
+        _req(C.PAGE_URL, pa.string()),
+        _req(C.LINK_INDEX, pa.int32()),
+        _req(C.SRC, pa.string()),
+        _req(C.URL, pa.string()),  # src resolved against <base> or the page; as written if not http
+        _opt(C.TEXT, pa.string()),  # the alt as written in the page (null: no alt attribute)
+        _req(C.KIND, pa.string()),
+        _opt(C.FAULT, pa.string()),
+        _opt(C.IMAGE_TOKEN, pa.string()),
+        _opt(C.DUPLICATE_OF, pa.string()),  # url of the original for duplicates/near-duplicates
+        _opt(C.VARIANT, pa.string()),
+        _opt(C.SHAPE, pa.string()),
+        _opt(C.COLOUR, pa.string()),
+        _opt(C.SIZE, pa.string()),
+        _opt(C.PLACEMENT, pa.string()),
+        _opt(C.BACKGROUND, pa.string()),
+        _opt(C.CLEAN_CAPTION, pa.string()),
+        _opt(C.LANG, pa.string()),
+        _req(C.HELDOUT, pa.bool_()),
+        _opt(C.EVAL_INDEX, pa.int32()),
+        _req(C.HOST, pa.string()),
+    ],
+)
+
+# img2dataset's own per-shard parquet (an external format we read, not one we write).
+IMG2DATASET_SHARD_COLUMNS = (
+    C.KEY, C.STATUS, C.ERROR_MESSAGE, C.WIDTH, C.HEIGHT, C.ORIGINAL_WIDTH,
+    C.ORIGINAL_HEIGHT, C.SHA256,
+)
+
+ALL: dict[str, pa.Schema] = {
+    "CANDIDATE": CANDIDATE,
+    "CURATED": CURATED,
+    "DOWNLOADED": DOWNLOADED,
+    "SHARD_INDEX": SHARD_INDEX,
+    "REJECT": REJECT,
+    "QUERY_COUNTS": QUERY_COUNTS,
+    "GROUND_TRUTH": GROUND_TRUTH,
+}
+
+
+def schema_name(schema: pa.Schema) -> str:
+    """The openwit name stored in a schema's metadata ('' for a foreign schema)."""
+    return (schema.metadata or {}).get(META_NAME, b"").decode()

@@ -1,0 +1,87 @@
+"""The `openwit` command as a user runs it: help, real work, and one-line errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pipeline.synth.server import free_hosts
+
+OPENWIT = [sys.executable, "-m", "pipeline.cli"]
+
+
+def run(*args: str, cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1"}
+    return subprocess.run([*OPENWIT, *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=timeout)
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess, *words: str) -> None:
+    assert proc.returncode == 2, proc
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    for w in words:
+        assert w in lines[0], (w, lines[0])
+
+
+def test_help_lists_the_commands():
+    proc = run("--help")
+    assert proc.returncode == 0
+    assert "synth" in proc.stdout and "demo" in proc.stdout
+    for cmd in (["synth", "--help"], ["synth", "serve", "--help"], ["demo", "--help"]):
+        proc = run(*cmd)
+        assert proc.returncode == 0 and "usage: openwit" in proc.stdout
+
+
+def test_unknown_command():
+    assert_one_line_error(run("frobnicate"), "unknown command 'frobnicate'")
+
+
+@pytest.mark.parametrize("args, words", [
+    (["synth", "--pages", "abc"], ["--pages", "abc"]),
+    (["synth", "--pages", "0"], ["--pages"]),
+    (["synth", "--no-such-option"], ["--no-such-option"]),
+    (["synth", "serve", "--crawl", "/nonexistent/crawl"], ["/nonexistent/crawl", "manifest.json"]),
+    (["demo", "--sample", "x"], ["--sample"]),
+])
+def test_bad_options_and_missing_paths_end_in_one_line(args, words):
+    assert_one_line_error(run(*args), *words)
+
+
+def test_unwritable_output_folder_ends_in_one_line(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    assert_one_line_error(run("synth", "--out", str(blocker / "crawl"), "--pages", "5"), str(blocker))
+    assert_one_line_error(run("demo", "--out", str(blocker / "demo")), str(blocker))
+
+
+def test_synth_writes_a_crawl_and_serve_serves_it(tmp_path):
+    out = tmp_path / "crawl"
+    hosts = free_hosts(8)
+    base = hosts[0].rsplit(":", 1)[1]
+    proc = run("synth", "--out", str(out), "--pages", "60", "--pages-per-file", "20",
+               "--base-port", base, "--workers", "2")
+    assert proc.returncode == 0, proc.stderr
+    assert "synthetic crawl in" in proc.stdout and "links/s" in proc.stdout
+    assert "[synth] files 3/3" in proc.stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["files"] == 3 and manifest["pages"] == 60
+    proc = run("synth", "serve", "--crawl", str(out), "--duration", "0.5")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith(f"serving 8 hosts: http://{hosts[0]} ")
+    assert "stopped after" in proc.stdout
+
+
+@pytest.mark.slow
+def test_demo_quick_runs_end_to_end(tmp_path):
+    proc = run("demo", "--quick", "--out", str(tmp_path / "demo"))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "[3/3] probe" in proc.stdout
+    assert " NO " not in proc.stdout
+    assert "duplicates byte-identical to their original: 8/8" in proc.stdout
+    assert "0 fetches of a forbidden redirect target, 0 fetches of robots-disallowed paths" in proc.stdout

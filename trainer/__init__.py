@@ -1,0 +1,1 @@
+"""openwit's contrastive image-text trainer (DeepSpeed) and zero-shot evaluation."""
