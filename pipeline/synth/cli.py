@@ -45,6 +45,8 @@ def _generate_parser() -> Parser:
     p.add_argument("--base-port", type=int, default=18400, help="first port of the virtual hosts (default: 18400)")
     p.add_argument("--eval-size", type=_positive, default=512, help="images in the held-out evaluation set (default: 512)")
     p.add_argument("--huge-alts-per-file", type=int, default=1, help="1 MiB alt texts per WAT file (default: 1)")
+    p.add_argument("--warc", action="store_true",
+                   help="also write WARC files with each page's HTML response (warc/, warc.paths)")
     p.add_argument("--workers", type=int, default=0, help="processes (default: one per core)")
     return p
 
@@ -97,7 +99,7 @@ def generate(argv: list[str]) -> int:
     cfg = crawl.CrawlConfig(
         pages=args.pages, seed=args.seed, pages_per_file=args.pages_per_file,
         hosts=crawl.default_hosts(args.hosts, args.base_port), eval_size=args.eval_size,
-        huge_alts_per_file=args.huge_alts_per_file,
+        huge_alts_per_file=args.huge_alts_per_file, warc=args.warc,
     )
     if not 0 < args.base_port <= 65535 - args.hosts:
         raise UserError(f"--base-port {args.base_port}: out of range")

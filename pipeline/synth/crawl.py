@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import html
 import json
 import os
 import random
@@ -44,6 +45,8 @@ from pipeline.synth.world import (
 MANIFEST = "manifest.json"
 WAT_PATHS = "wat.paths"
 WAT_DIR = "wat"
+WARC_DIR = "warc"
+WARC_PATHS = "warc.paths"
 GROUND_TRUTH_DIR = "ground_truth"
 CRAWL_DATE = "20261128"
 SOFTWARE = "openwit-synth/1"
@@ -89,6 +92,7 @@ class CrawlConfig:
     hosts: tuple[str, ...] = ()  # "ip:port" of each virtual host; see default_hosts
     eval_size: int = 512
     huge_alts_per_file: int = 1
+    warc: bool = False  # also write WARC files with the pages' HTML responses
     kind_mix: dict[str, float] = field(default_factory=lambda: dict(KIND_MIX))
 
     @property
@@ -406,6 +410,50 @@ def _metadata_record(plan: PagePlan, envelope: dict, record_type: str, seed: int
     ], body)
 
 
+def page_html(plan: PagePlan, rows: list[dict]) -> str:
+    """The page as HTML: the same links, alts, <base> and robots meta as its WAT record."""
+    esc = html.escape
+    head = [f"<title>Synthetic page {plan.page}</title>",
+            '<meta name="description" content="Shapes and colours for every project">']
+    if plan.opted_out:
+        head.append('<meta name="robots" content="noai, noimageai">')
+    if plan.base:
+        head.append(f'<base href="{esc(plan.base)}">')
+    body = ['<a href="/">Home</a>']
+    for i, row in enumerate(rows):
+        alt = "" if row[C.TEXT] is None else f' alt="{esc(row[C.TEXT])}"'
+        body.append(f'<figure><img src="{esc(row[C.SRC])}"{alt}></figure>')
+        if i % 4 == 3:
+            body.append(f'<p><a href="/tag/{i}">more {i}</a> &amp; caf&eacute;</p>')
+    return ("<!doctype html>\n<html><head>" + "".join(head) + "</head>\n<body>"
+            + "\n".join(body) + "</body></html>\n")
+
+
+def _http_response(plan: PagePlan, rows: list[dict]) -> bytes:
+    """A raw HTTP response as a crawler records it: some chunked, some gzip-encoded."""
+    entity = page_html(plan, rows).encode("utf-8")
+    headers = ["HTTP/1.1 200 OK", "Content-Type: text/html; charset=utf-8", "Server: openwit-synth"]
+    if plan.page % 5 == 1:
+        entity = _gzip_member(entity)
+        headers.append("Content-Encoding: gzip")
+    if plan.page % 3 == 2:
+        headers.append("Transfer-Encoding: chunked")
+        entity = b"".join(b"%x\r\n%s\r\n" % (len(c), c) for c in
+                          (entity[i:i + 4000] for i in range(0, len(entity), 4000))) + b"0\r\n\r\n"
+    else:
+        headers.append(f"Content-Length: {len(entity)}")
+    return ("\r\n".join(headers) + "\r\n\r\n").encode() + entity
+
+
+def _warc_response(plan: PagePlan, rows: list[dict], seed: int) -> bytes:
+    return warc_record([
+        ("WARC-Type", "response"), ("WARC-Target-URI", plan.page_url), ("WARC-Date", _date(plan.page)),
+        ("WARC-Record-ID", _uuid(seed, plan.page, "response")),
+        ("Content-Type", "application/http; msgtype=response"),
+    ], _http_response(plan, rows) if plan.html else
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/pdf\r\nContent-Length: 8\r\n\r\n%PDF-1.4")
+
+
 # -- files -----------------------------------------------------------------------------------
 
 def wat_name(index: int) -> str:
@@ -455,10 +503,24 @@ def generate_file(cfg: CrawlConfig, out: Path, index: int) -> Counter:
             counts["pages"] += 1
             counts["links"] += len(rows)
     os.replace(tmp, wat_path)
+    if cfg.warc:
+        _write_warc(cfg, key, out, warc_name, first, last, huge_pages)
     table = pa.table({n: pa.array(columns[n], schemas.GROUND_TRUTH.field(n).type)
                       for n in schemas.GROUND_TRUTH.names})
     schemas.write_table(table, out / GROUND_TRUTH_DIR / f"{index:05d}.parquet", schemas.GROUND_TRUTH)
     return counts
+
+
+def _write_warc(cfg: CrawlConfig, key: tuple, out: Path, name: str, first: int, last: int,
+                huge_pages: set[int]) -> None:
+    path = out / WARC_DIR / name
+    tmp = path.with_name(f".{name}.tmp-{os.getpid()}")
+    with open(tmp, "wb") as fh:
+        fh.write(_gzip_member(_warcinfo(name, cfg.seed)))
+        for page in range(first, last):
+            plan, rows = page_links(cfg, key, page, page in huge_pages)
+            fh.write(_gzip_member(_warc_response(plan, rows, cfg.seed)))
+    os.replace(tmp, path)
 
 
 def _work(args: tuple[CrawlConfig, str, int]) -> tuple[int, Counter]:
@@ -472,7 +534,7 @@ def generate(cfg: CrawlConfig, out: str | os.PathLike, workers: int = 0,
     out = Path(out)
     if not cfg.hosts:
         cfg = replace(cfg, hosts=default_hosts())
-    for sub in (WAT_DIR, GROUND_TRUTH_DIR):
+    for sub in (WAT_DIR, GROUND_TRUTH_DIR, *((WARC_DIR,) if cfg.warc else ())):
         (out / sub).mkdir(parents=True, exist_ok=True)
     (out / MANIFEST).unlink(missing_ok=True)  # a partial rerun must not look complete
     workers = workers or os.cpu_count() or 1
@@ -496,11 +558,13 @@ def generate(cfg: CrawlConfig, out: str | os.PathLike, workers: int = 0,
             pool.join()
     names = [wat_name(i) for i in range(cfg.files)]
     (out / WAT_PATHS).write_text("".join(f"{WAT_DIR}/{n}\n" for n in names))
+    if cfg.warc:
+        (out / WARC_PATHS).write_text("".join(f"{WARC_DIR}/{n.replace('.warc.wat.gz', '.warc.gz')}\n" for n in names))
     manifest = {
         "software": SOFTWARE, "seed": cfg.seed, "pages": cfg.pages, "files": cfg.files,
         "pages_per_file": cfg.pages_per_file, "hosts": list(cfg.hosts), "eval_size": cfg.eval_size,
         "heldout_combinations": sorted([SHAPES[s], COLOURS[c]] for s, c in heldout_combos(cfg.seed)),
-        "kind_mix": cfg.kind_mix, "huge_alts_per_file": cfg.huge_alts_per_file,
+        "kind_mix": cfg.kind_mix, "huge_alts_per_file": cfg.huge_alts_per_file, "warc": cfg.warc,
         "counts": dict(sorted(totals.items())), "wat_files": [f"{WAT_DIR}/{n}" for n in names],
         "ground_truth": GROUND_TRUTH_DIR,
     }

@@ -1,0 +1,50 @@
+"""Shared Beam option handling for openwit's jobs.
+
+Each job declares its flags once (``add_args``); they are checked with openwit's parser
+first (so a bad value is a one-line error, and ``--help`` lists only openwit's flags),
+then handed to Beam unchanged with every other flag, so any runner's options (Dataflow,
+Flink, Spark, ``--labels`` appended by Airflow's operator) pass through.
+
+Without ``--runner``, jobs run on the local FnApiRunner with one worker process per core:
+the plain DirectRunner would first try to download the Prism runner binary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from typing import Callable
+
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from pipeline.cli import Parser
+
+LOCAL_RUNNER = "FnApiRunner"
+
+
+def local_defaults(argv: list[str]) -> list[str]:
+    """argv plus the local runner defaults for whatever the user did not set."""
+    flags = {a.split("=", 1)[0] for a in argv if a.startswith("--")}
+    extra = []
+    if "--runner" not in flags:
+        extra.append(f"--runner={LOCAL_RUNNER}")
+        if "--direct_running_mode" not in flags:
+            extra.append("--direct_running_mode=multi_processing")
+        if "--direct_num_workers" not in flags:
+            extra.append(f"--direct_num_workers={os.cpu_count() or 1}")
+        # Local worker processes read their options from the environment: keep them quiet.
+        os.environ.setdefault("PIPELINE_OPTIONS", json.dumps({"options": {"default_sdk_harness_log_level": "WARNING"}}))
+    return [*argv, *extra]
+
+
+def parse(prog: str, description: str, add_args: Callable[[argparse.ArgumentParser], None],
+          argv: list[str], epilog: str | None = None) -> tuple[argparse.Namespace, PipelineOptions]:
+    """Validate openwit's flags (one-line errors) and build the PipelineOptions for Beam."""
+    parser = Parser(prog=prog, description=description, epilog=(epilog or "") + (
+        "\n\nAny Apache Beam pipeline option is accepted too (--runner, --project, "
+        "--temp_location, --direct_num_workers, ...). Default: the local FnApiRunner with "
+        "one worker process per core."), formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_args(parser)
+    args, _ = parser.parse_known_args(argv)
+    return args, PipelineOptions(local_defaults(argv))
