@@ -35,7 +35,6 @@ import apache_beam as beam
 import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.metrics import Metrics
-from apache_beam.options.pipeline_options import PipelineOptions
 
 import schemas
 from schemas import columns as C
@@ -593,11 +592,6 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-url-chars", type=int, default=ExtractConfig.max_url_chars,
                         help="longer urls are rejected as invalid_url (default: %(default)s)")
 
-
-class ExtractOptions(PipelineOptions):
-    @classmethod
-    def _add_argparse_args(cls, parser: argparse.ArgumentParser) -> None:
-        add_args(parser)
 
 
 def build(pipeline: beam.Pipeline, files: list[str], output: str, cfg: ExtractConfig) -> None:

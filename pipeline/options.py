@@ -1,9 +1,11 @@
 """Shared Beam option handling for openwit's jobs.
 
-Each job declares its flags once (``add_args``); they are checked with openwit's parser
-first (so a bad value is a one-line error, and ``--help`` lists only openwit's flags),
-then handed to Beam unchanged with every other flag, so any runner's options (Dataflow,
-Flink, Spark, ``--labels`` appended by Airflow's operator) pass through.
+Each job declares its flags once (``add_args``) and parses them with openwit's parser (a
+bad value is a one-line error, ``--help`` lists the job's flags); every other flag goes to
+Beam's PipelineOptions unchanged, so any runner's options (Dataflow, Flink, Spark,
+``--labels`` appended by Airflow's operator) pass through. The jobs' flags are not
+registered as PipelineOptions subclasses: Beam merges every subclass into one parser, and
+two jobs that both take --input could then not run in one process.
 
 Without ``--runner``, jobs run on the local FnApiRunner with one worker process per core:
 the plain DirectRunner would first try to download the Prism runner binary.
@@ -46,5 +48,5 @@ def parse(prog: str, description: str, add_args: Callable[[argparse.ArgumentPars
         "--temp_location, --direct_num_workers, ...). Default: the local FnApiRunner with "
         "one worker process per core."), formatter_class=argparse.RawDescriptionHelpFormatter)
     add_args(parser)
-    args, _ = parser.parse_known_args(argv)
-    return args, PipelineOptions(local_defaults(argv))
+    args, rest = parser.parse_known_args(argv)
+    return args, PipelineOptions(local_defaults(rest))

@@ -1,0 +1,240 @@
+"""`openwit curate`: text rules, matching semantics, balancing statistics, the ledger on the
+synthetic crawl, and determinism across runners."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import random
+from pathlib import Path
+
+import apache_beam as beam
+import pyarrow.parquet as pq
+import pytest
+import wordfreq
+from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
+from apache_beam.testing.util import assert_that, equal_to
+
+import schemas
+from schemas import columns as C
+from pipeline import balance, curate, extract, textclean
+from pipeline.matching import QueryMatcher, load_entries, naive_matches, spaced
+from pipeline.synth import crawl
+from pipeline.synth.world import COLOURS, SHAPES
+
+IN_MEMORY = ["--runner=FnApiRunner", "--direct_running_mode=in_memory"]
+RULES = textclean.TextRules()
+
+
+@pytest.fixture(scope="module")
+def queries(tmp_path_factory) -> Path:
+    words = wordfreq.top_n_list("en", 3000)
+    entries = [*words, *SHAPES, *COLOURS, *(f"{c} {s}" for c in COLOURS for s in SHAPES), "Red", "top left"]
+    path = tmp_path_factory.mktemp("queries") / "queries.txt"
+    path.write_text("\n".join(load_entries(entries)) + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def candidates(small_crawl, tmp_path_factory) -> Path:
+    folder, _ = small_crawl
+    out = tmp_path_factory.mktemp("extracted")
+    for p in (folder / crawl.WAT_PATHS).read_text().split():
+        extract.process_file(str(folder / p), str(out), extract.ExtractConfig())
+    return out
+
+
+# -- pure functions --------------------------------------------------------------------------
+
+def test_normalize_repairs_mojibake_and_spacing():
+    assert textclean.normalize("a red star â€“ cafÃ© style") == "a red star – café style"
+    assert textclean.normalize("  a\u00a0red\n\tstar  ") == "a red star"
+    assert textclean.normalize("fish &amp; chips") == "fish & chips"
+
+
+@pytest.mark.parametrize("text, reason", [
+    ("image", "boilerplate_text"), ("Photo photo", "boilerplate_text"), ("click here", "boilerplate_text"),
+    ("IMG_2034.jpg", "filename_text"), ("DSC00123", "filename_text"), ("banner_final_v2.png", "filename_text"),
+    ("Screenshot 2026-03-15 at 15.22.png", "filename_text"), ("star", "text_too_short"), ("ok", "text_too_short"),
+    ("x" * 1001, "text_too_long"), ("a red star", None), ("Photo of a red star", None),
+])
+def test_text_verdicts(text, reason):
+    assert textclean.verdict(text, "http://h/x.jpg", RULES) == reason
+    assert textclean.verdict("a red star", "http://h/" + "x" * 2001, RULES) == "url_too_long"
+
+
+def test_matching_follows_the_spacing_rule():
+    m = QueryMatcher(["red", "red star", "star", "Red", "bo", "e.g", "top left"])
+    assert m.match_entries("a red star.") == ["red", "red star", "star"]
+    assert set(m.match_entries("Red, bored star!")) == {"Red", "star"}
+    assert m.match_entries("top\tleft") == ["top left"]
+    assert m.match_entries("redstar") == []
+    assert spaced("a,b") == " a , b "
+    assert QueryMatcher(["red"], lowercase=True).match_entries("RED star") == ["red"]
+
+
+def test_automaton_equals_the_naive_reference_on_random_texts():
+    rng = random.Random(0)
+    vocab = wordfreq.top_n_list("en", 400)
+    entries = load_entries([*vocab[:300], *(f"{a} {b}" for a, b in zip(vocab[::7], vocab[1::7]))])
+    m = QueryMatcher(entries)
+    for _ in range(500):
+        text = " ".join(rng.choice(vocab) for _ in range(rng.randint(1, 12)))
+        text += rng.choice(["", ".", "!", ", ok", "\tend"])
+        assert set(m.match(text)) == naive_matches(text, entries)
+
+
+def test_balancing_probabilities_and_t_solver():
+    assert balance.keep_probability([10], 20) == 1.0
+    assert balance.keep_probability([100], 20) == pytest.approx(0.2)
+    assert balance.keep_probability([100, 40], 20) == pytest.approx(1 - 0.8 * 0.5)
+    counts = [1, 5, 10, 100, 1000, 30000]
+    for target in (3, 50, 300, 1116, 20000):
+        t = balance.solve_t(counts, target)
+        assert balance.expected_size(counts, t) == pytest.approx(target)
+    draws = [balance.draw(7, f"u{i}") for i in range(20000)]
+    assert all(0 <= d < 1 for d in draws) and abs(sum(draws) / len(draws) - 0.5) < 0.01
+    assert balance.draw(7, "u1") == balance.draw(7, "u1") != balance.draw(8, "u1")
+
+
+# -- Beam composite --------------------------------------------------------------------------
+
+def _cand(url: str, text: str, offset: int, source: str = "f.wat.gz") -> dict:
+    return {C.UID: schemas.uid(url, text), C.URL: url, C.TEXT: text, C.PAGE_URL: "http://h/p.html",
+            C.SOURCE_FILE: source, C.SOURCE_OFFSET: offset, C.SOURCE_FORMAT: "wat"}
+
+
+def test_curate_candidates_transform(queries):
+    rows = [_cand("http://h/1.jpg", "a red star", 1), _cand("http://h/1.jpg", "a  red star ", 9),
+            _cand("http://h/2.jpg", "IMG_0001.jpg", 2), _cand("http://h/3.jpg", "zzqx vvkw", 3),
+            _cand("http://h/4.jpg", "a blue circle on a striped background", 4)]
+    transform = curate.CurateCandidates(str(queries), RULES, languages=None)
+    with BeamTestPipeline(argv=IN_MEMORY) as p:
+        out = p | beam.Create(rows) | transform
+        assert_that(out["curated"] | "Texts" >> beam.Map(lambda r: (r[C.TEXT], r[C.SOURCE_OFFSET])),
+                    equal_to([("a red star", 1), ("a blue circle on a striped background", 4)]), label="curated")
+        assert_that(out["rejects"] | "Reasons" >> beam.Map(lambda r: (r[C.REASON], r[C.SOURCE_OFFSET])),
+                    equal_to([("duplicate_uid", 9), ("filename_text", 2), ("no_query_match", 3)]), label="rejects")
+
+
+# -- the job on the synthetic crawl ----------------------------------------------------------
+
+def _run(candidates: Path, queries: Path, out: Path, *extra: str, runner=IN_MEMORY) -> dict:
+    return curate.run(["--input", str(candidates), "--output", str(out), "--queries", str(queries),
+                       *extra, *runner])
+
+
+def _rows(folder: Path, schema) -> list[dict]:
+    return schemas.read_table(folder, schema).to_pylist()
+
+
+def test_ledger_against_the_ground_truth(small_crawl, candidates, queries, tmp_path):
+    folder, _ = small_crawl
+    stats = _run(candidates, queries, tmp_path, "--languages", "all", "--t", "1000000")
+    for step in stats["steps"]:
+        assert step["in"] == step["kept"] + sum(step["rejected"].values()), step
+    curated = _rows(tmp_path / "curated", schemas.CURATED)
+    rejects = _rows(tmp_path / "rejects", schemas.REJECT)
+    assert len(curated) == stats["curated"]
+    assert len(rejects) == sum(sum(s["rejected"].values()) for s in stats["steps"])
+    truth = schemas.read_table(folder / crawl.GROUND_TRUTH_DIR, schemas.GROUND_TRUTH).to_pylist()
+    by_link = {(r[C.SOURCE_FILE], r[C.SOURCE_OFFSET], r[C.URL]): r for r in truth}
+    kept_kinds = {by_link[(r[C.SOURCE_FILE], r[C.SOURCE_OFFSET], r[C.URL])][C.KIND] for r in curated}
+    assert not kept_kinds & {"boilerplate", "filename_alt"}
+    reasons_by_kind: dict[str, set] = {}
+    for r in rejects:
+        kind = by_link[(r[C.SOURCE_FILE], r[C.SOURCE_OFFSET], r[C.URL])][C.KIND]
+        reasons_by_kind.setdefault(kind, set()).add(r[C.REASON])
+    assert reasons_by_kind["boilerplate"] == {"boilerplate_text"}
+    assert reasons_by_kind["filename_alt"] == {"filename_text"}
+    assert reasons_by_kind.get("long_alt", set()) <= {"text_too_long"}
+    # with an unbounded t and every language allowed, every clean item is kept
+    clean = {(r[C.SOURCE_FILE], r[C.SOURCE_OFFSET], r[C.URL]) for r in truth
+             if r[C.KIND] in ("clean", "duplicate", "near_duplicate", "mojibake", "eval_item")}
+    kept = {(r[C.SOURCE_FILE], r[C.SOURCE_OFFSET], r[C.URL]) for r in curated}
+    dropped = clean - kept
+    dup_uids = {(r[C.SOURCE_FILE], r[C.SOURCE_OFFSET], r[C.URL]) for r in rejects if r[C.REASON] == "duplicate_uid"}
+    assert dropped <= dup_uids
+    for r in curated:
+        row = by_link[(r[C.SOURCE_FILE], r[C.SOURCE_OFFSET], r[C.URL])]
+        if row[C.KIND] == "mojibake":
+            assert r[C.TEXT] == textclean.normalize(row[C.CLEAN_CAPTION])
+        assert r[C.MATCHED_QUERIES] and r[C.UID] == schemas.uid(r[C.URL], r[C.TEXT])
+
+
+def _balancing_inputs(candidates: Path, queries: Path) -> dict[str, list[str]]:
+    """uid -> matched queries of every text that reaches balancing, recomputed without Beam."""
+    matcher = QueryMatcher(load_entries(queries.read_text().splitlines()))
+    best: dict[str, tuple] = {}
+    for f in sorted((candidates / "candidates").iterdir()):
+        for row in pq.read_table(f).to_pylist():
+            text = textclean.normalize(row[C.TEXT])
+            if textclean.verdict(text, row[C.URL], RULES):
+                continue
+            matched = matcher.match_entries(text)
+            if not matched:
+                continue
+            uid = schemas.uid(row[C.URL], text)
+            key = (row[C.SOURCE_FILE], row[C.SOURCE_OFFSET])
+            if uid not in best or key < best[uid][0]:
+                best[uid] = (key, matched)
+    return {uid: matched for uid, (_, matched) in best.items()}
+
+
+def test_balancing_statistics(candidates, queries, tmp_path):
+    t = 60
+    stats = _run(candidates, queries, tmp_path, "--languages", "all", "--t", str(t), "--seed", "3")
+    texts = _balancing_inputs(candidates, queries)
+    assert len(texts) == stats["steps"][3]["in"]
+    counts = {r[C.QUERY]: r for r in _rows(tmp_path / "query_counts", schemas.QUERY_COUNTS)}
+    for q, r in counts.items():
+        assert r[C.MATCH_COUNT] == sum(q in m for m in texts.values()), q
+    kept = {r[C.UID] for r in _rows(tmp_path / "curated", schemas.CURATED)}
+    assert kept <= set(texts)
+    # tail queries keep every text; head queries keep what the draw says, within 4 sigma
+    tail = [q for q, r in counts.items() if r[C.MATCH_COUNT] <= t]
+    head = [q for q, r in counts.items() if r[C.MATCH_COUNT] > 4 * t]
+    assert len(tail) > 10 and len(head) > 10
+    for q in tail:
+        assert counts[q][C.KEPT_COUNT] == counts[q][C.MATCH_COUNT], q
+    p = {uid: balance.keep_probability([counts[q][C.MATCH_COUNT] for q in m], t) for uid, m in texts.items()}
+    for q in head:
+        members = [uid for uid, m in texts.items() if q in m]
+        mean = sum(p[u] for u in members)
+        sd = math.sqrt(sum(p[u] * (1 - p[u]) for u in members))
+        observed = sum(u in kept for u in members)
+        assert observed == counts[q][C.KEPT_COUNT]
+        assert abs(observed - mean) <= 4 * sd + 1, (q, observed, mean, sd)
+    # texts matching a single head query only: kept ~ Binomial(n, t / count), about t at most
+    for q in head:
+        alone = [u for u, m in texts.items() if m == [q]]
+        if len(alone) >= 50:
+            n, pq_ = len(alone), t / counts[q][C.MATCH_COUNT]
+            observed = sum(u in kept for u in alone)
+            assert abs(observed - n * pq_) <= 4 * math.sqrt(n * pq_ * (1 - pq_)) + 1, q
+
+
+@pytest.mark.slow
+def test_target_size_and_determinism_across_runners(candidates, queries, tmp_path):
+    a = _run(candidates, queries, tmp_path / "a", "--languages", "all", "--target-size", "3000")
+    b = _run(candidates, queries, tmp_path / "b", "--languages", "all", "--target-size", "3000",
+             runner=["--runner=FnApiRunner", "--direct_running_mode=multi_processing", "--direct_num_workers=2"])
+    counts = [r[C.MATCH_COUNT] for r in _rows(tmp_path / "a" / "query_counts", schemas.QUERY_COUNTS)]
+    assert balance.expected_size(counts, a["t"]) == pytest.approx(3000)
+
+    def digests(folder: Path) -> dict:
+        return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+                for p in sorted(folder.rglob("*")) if p.is_file()}
+
+    assert digests(tmp_path / "a") == digests(tmp_path / "b")
+    assert a["curated"] == b["curated"] > 0
+
+
+def test_refuses_unknown_schema_and_missing_queries(candidates, queries, tmp_path):
+    table = pq.read_table(next((candidates / "candidates").iterdir()))
+    pq.write_table(table.replace_schema_metadata({b"openwit.schema": b"CANDIDATE", b"openwit.schema_version": b"9"}),
+                   tmp_path / "future.parquet")
+    with pytest.raises(schemas.SchemaError, match="version 9 is not known"):
+        _run(tmp_path / "future.parquet", queries, tmp_path / "out")
+    with pytest.raises(schemas.UserError, match="--queries .*no such file"):
+        _run(candidates, tmp_path / "missing.txt", tmp_path / "out")
