@@ -15,8 +15,9 @@ Steps, cheapest and most selective first, and what their order means for the cou
 5. balance  keep with 1 - prod(1 - t / max(count_q, t)) by a hash of (seed, uid);
             drop balanced_out. Counts include texts that step 6 later drops as
             non-English: their share of a head query's budget is lost, not reassigned.
-6. language langdetect (seeded, cached by text) on the survivors only, the fewest rows
-            it can run on; drop language_filtered unless the language is allowed.
+6. language langdetect (seeded, cached by text; or --langid wordfreq, much faster) on the
+            survivors only, the fewest rows it can run on; drop language_filtered unless
+            the language is allowed.
 
 Outputs under --output: curated/part-*.parquet (sorted by uid; img2dataset reads it with
 --url_col url --caption_col text), query_counts/, rejects/, curate_stats.json (the ledger:
@@ -39,7 +40,7 @@ from apache_beam.utils.shared import Shared
 import schemas
 from schemas import columns as C
 from pipeline import balance, fileio, options, outputs, textclean
-from pipeline.langid import LanguageId
+from pipeline.langid import BACKENDS, LanguageId
 from pipeline.matching import QueryMatcher, load_entries
 
 SUMMARY = "match, balance, deduplicate and language-tag candidates into the url list to download (Beam)"
@@ -154,11 +155,11 @@ class BalanceFn(beam.DoFn):
 class LanguageFn(beam.DoFn):
     """Step 6: language id on the survivors; keep the allowed languages."""
 
-    def __init__(self, allowed: frozenset[str] | None):
-        self.allowed = allowed
+    def __init__(self, allowed: frozenset[str] | None, backend: str):
+        self.allowed, self.backend = allowed, backend
 
     def setup(self) -> None:
-        self.langid = LanguageId()
+        self.langid = LanguageId(self.backend)
 
     def process(self, row: dict) -> Iterator:
         lang, prob = self.langid.detect(row[C.TEXT])
@@ -177,8 +178,9 @@ class CurateCandidates(beam.PTransform):
 
     def __init__(self, queries: str, rules: textclean.TextRules, seed: int = 0, t: float | None = None,
                  target_size: int | None = None, languages: frozenset[str] | None = frozenset({"en"}),
-                 lowercase: bool = False, dedupe_url: bool = False):
+                 lowercase: bool = False, dedupe_url: bool = False, langid: str = "langdetect"):
         super().__init__()
+        self.langid = langid
         self.queries, self.rules, self.seed = queries, rules, seed
         self.t, self.target_size, self.languages = t, target_size, languages
         self.lowercase, self.dedupe_url = lowercase, dedupe_url
@@ -212,7 +214,7 @@ class CurateCandidates(beam.PTransform):
             BalanceFn(self.seed), counts=beam.pvalue.AsDict(counts), t=beam.pvalue.AsSingleton(t)
         ).with_outputs(REJECTS, main="kept")
         rejects.append(balanced[REJECTS])
-        languages = balanced.kept | "Language" >> beam.ParDo(LanguageFn(self.languages)).with_outputs(REJECTS, main="kept")
+        languages = balanced.kept | "Language" >> beam.ParDo(LanguageFn(self.languages, self.langid)).with_outputs(REJECTS, main="kept")
         rejects.append(languages[REJECTS])
 
         kept_per_query = (balanced.kept
@@ -255,6 +257,8 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--target-size", type=int, default=None, help="choose t so the expected kept count is this")
     parser.add_argument("--seed", type=int, default=0, help="seed of the balancing draws (default: 0)")
     parser.add_argument("--languages", default="en", help="comma-separated languages to keep, or 'all' (default: en)")
+    parser.add_argument("--langid", default="langdetect", choices=BACKENDS,
+                        help="language-id backend: langdetect (reference) or wordfreq (fast; default: langdetect)")
     parser.add_argument("--min-chars", type=int, default=textclean.TextRules.min_chars)
     parser.add_argument("--min-words", type=int, default=textclean.TextRules.min_words)
     parser.add_argument("--max-chars", type=int, default=textclean.TextRules.max_chars)
@@ -334,12 +338,13 @@ def run(argv: list[str] | None = None) -> dict:
         x.strip() for x in args.languages.split(",") if x.strip())
     rules = textclean.TextRules(args.min_chars, args.min_words, args.max_chars, args.max_url_chars)
     curate = CurateCandidates(args.queries, rules, args.seed, args.t, args.target_size, languages,
-                              args.lowercase, args.dedupe_url)
+                              args.lowercase, args.dedupe_url, args.langid)
     start = time.perf_counter()
     p = beam.Pipeline(options=beam_options)
     build(p, files, args.output, curate, args.rows_per_file)
-    result = p.run()
-    result.wait_until_finish()
+    with options.quiet_local_workers(beam_options):
+        result = p.run()
+        result.wait_until_finish()
     counters = {}
     for c in result.metrics().query(MetricsFilter().with_namespace(f"openwit.{STAGE}"))["counters"]:
         value = c.committed if c.committed is not None else c.attempted
@@ -349,7 +354,7 @@ def run(argv: list[str] | None = None) -> dict:
     t = fileio.read_json(fileio.join(args.output, "balance_t.json"))["t"]
     stats = {"job": STAGE, "files": len(files), "candidates": candidates, "curated": steps[-1]["kept"],
              "t": t, "target_size": args.target_size, "seed": args.seed, "queries": args.queries,
-             "languages": sorted(languages) if languages else "all", "steps": steps}
+             "languages": sorted(languages) if languages else "all", "langid": args.langid, "steps": steps}
     fileio.write_json(fileio.join(args.output, STATS_FILE), stats)
     return {**stats, "seconds": round(time.perf_counter() - start, 2), "output": args.output}
 

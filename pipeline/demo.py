@@ -1,8 +1,9 @@
 """`openwit demo`: the whole job on embedded defaults, from nothing, on this machine.
 
-Today the job is the synthetic crawl: generate it, serve it on loopback, then fetch a
-sample of every kind of link as a careful client would, and check that each behaves as
-its ground truth declares (faults included). Stages join this command as they land.
+Generate the synthetic crawl, serve it on loopback and fetch a sample of every kind of
+link as a careful client would (checking each behaves as its ground truth declares, faults
+included), then run the Beam jobs on it: extract candidates from the WAT files and curate
+them into the url list to download. Stages join this command as they land.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from PIL import Image
 
 import schemas
 from schemas import columns as C
+from pipeline import curate, extract, querylist
 from pipeline.cli import Parser
 from pipeline.synth import crawl
 from pipeline.synth.cli import summary as crawl_summary
@@ -29,14 +31,15 @@ from pipeline.synth.server import SyntheticWeb, free_hosts
 
 SUMMARY = "run the whole job on a generated crawl served on loopback (the quickstart)"
 DEFAULT_OUT = "openwit-demo"
+QUERY_WORDS = 50_000
 
 
 def _parser() -> Parser:
     p = Parser(
         prog="openwit demo",
         description="Generate a synthetic crawl, serve it on loopback with its faults, fetch a "
-        "sample of every kind of link and check each behaves as declared; print a summary. "
-        "Nothing is downloaded from outside this machine.",
+        "sample of every kind of link and check each behaves as declared, then extract and curate "
+        "it with the Beam jobs; print the funnel. Nothing is downloaded from outside this machine.",
     )
     p.add_argument("--out", default=DEFAULT_OUT, help=f"work folder (default: {DEFAULT_OUT})")
     p.add_argument("--pages", type=int, default=3000, help="pages to generate (default: 3000)")
@@ -73,6 +76,7 @@ def _phash(body: bytes) -> imagehash.ImageHash:
 def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     pages, sample = (300, 8) if args.quick else (args.pages, args.sample)
+    t_budget = max(50, pages // 10)  # small enough that balancing visibly acts on the head queries
     if pages <= 0 or sample <= 0:
         raise schemas.UserError("--pages and --sample must be positive")
     out = Path(args.out)
@@ -81,7 +85,7 @@ def main(argv: list[str]) -> int:
     except OSError as e:
         raise schemas.UserError(f"--out {out}: cannot create this folder ({e.strerror})") from None
     started = time.perf_counter()
-    steps = 3
+    steps = 5
 
     _step(1, steps, f"synth: generating {pages:,} pages into {out / 'crawl'}")
     cfg = crawl.CrawlConfig(pages=pages, seed=args.seed, pages_per_file=max(100, pages // 4),
@@ -143,9 +147,25 @@ def main(argv: list[str]) -> int:
               f"max {dists[-1]} (of 64 bits)")
     print(f"  server: {stats['requests']:,} requests, {stats['canary_hits']} fetches of a forbidden "
           f"redirect target, {stats['private_hits']} fetches of robots-disallowed paths")
-    print(f"\ndemo finished in {time.perf_counter() - started:.1f}s; crawl in {out / 'crawl'} "
-          f"(serve it again: openwit synth serve --crawl {out / 'crawl'})")
-    if bad or same != n_dup or stats["canary_hits"] or stats["private_hits"]:
+    probe_ok = not (bad or same != n_dup or stats["canary_hits"] or stats["private_hits"])
+
+    _step(4, steps, "extract (Beam): WAT records -> candidates")
+    extracted = extract.run(["--input", str(out / "crawl" / crawl.WAT_PATHS), "--output", str(out / "extract")])
+    print(extract.summary(extracted, extracted["output"]))
+
+    queries = querylist.write(querylist.frequent_words(QUERY_WORDS), out / "queries.txt")
+    _step(5, steps, f"curate (Beam): clean, match {QUERY_WORDS:,} frequent English words, dedupe, "
+                    "balance, language id")
+    curated = curate.run(["--input", str(out / "extract"), "--output", str(out / "curate"),
+                          "--queries", str(queries), "--t", str(t_budget), "--langid", "wordfreq"])
+    print(curate.summary(curated))
+
+    links = manifest["counts"]["links"]
+    print(f"\nfunnel: {links:,} image links -> {extracted['candidates']:,} candidates -> "
+          f"{curated['curated']:,} curated pairs ({curated['curated'] / max(links, 1):.1%} of links)")
+    print(f"demo finished in {time.perf_counter() - started:.1f}s under {out}: crawl/, extract/, curate/ "
+          f"(curated url list: {out / 'curate' / 'curated'})")
+    if not probe_ok:
         print(f"openwit demo: {bad} kind(s) did not behave as declared", file=sys.stderr)
         return 1
     return 0

@@ -618,7 +618,7 @@ def run(argv: list[str] | None = None) -> dict:
         detect_format(f, cfg.fmt)  # fail now, in one line, not in a worker
     fileio.makedirs(args.output)
     start = time.perf_counter()
-    with beam.Pipeline(options=beam_options) as p:
+    with options.quiet_local_workers(beam_options), beam.Pipeline(options=beam_options) as p:
         build(p, files, args.output, cfg)
     stats = fileio.read_json(fileio.join(args.output, STATS_FILE))
     stats["seconds"] = round(time.perf_counter() - start, 2)

@@ -14,9 +14,13 @@ the plain DirectRunner would first try to download the Prism runner binary.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import logging
 import os
-from typing import Callable
+import sys
+import threading
+from typing import Callable, Iterator
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
@@ -50,3 +54,42 @@ def parse(prog: str, description: str, add_args: Callable[[argparse.ArgumentPars
     add_args(parser)
     args, rest = parser.parse_known_args(argv)
     return args, PipelineOptions(local_defaults(rest))
+
+
+@contextlib.contextmanager
+def quiet_local_workers(beam_options: PipelineOptions) -> Iterator[None]:
+    """Drop the INFO lines that local Beam worker processes print while starting and stopping.
+
+    The FnApiRunner starts its workers with a fixed command that logs at INFO before it has
+    read any option, on the stderr it inherits. On the local runner, stderr is routed through
+    a pipe for the duration of the job and every line but those is passed on unchanged.
+    """
+    runner = beam_options.get_all_options().get("runner") or ""
+    if runner != LOCAL_RUNNER or not hasattr(os, "pipe"):
+        yield
+        return
+    relay = logging.getLogger("apache_beam.runners.portability.local_job_service")
+    relay_level = relay.level
+    relay.setLevel(logging.ERROR)  # it re-logs the workers' start-up warnings
+    sys.stderr.flush()
+    saved = os.dup(2)
+    read_end, write_end = os.pipe()
+    os.dup2(write_end, 2)
+    os.close(write_end)
+
+    def pump() -> None:
+        with os.fdopen(read_end, "rb") as src:
+            for line in src:
+                if not line.startswith((b"INFO:", b"WARNING:root:apitools", b"WARNING:__main__:No semi_persistent")):
+                    os.write(saved, line)
+
+    thread = threading.Thread(target=pump, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)  # closes the pipe's last write end once the workers are gone
+        thread.join(timeout=5)
+        os.close(saved)
+        relay.setLevel(relay_level)

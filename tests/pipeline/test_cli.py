@@ -32,8 +32,10 @@ def assert_one_line_error(proc: subprocess.CompletedProcess, *words: str) -> Non
 def test_help_lists_the_commands():
     proc = run("--help")
     assert proc.returncode == 0
-    assert "synth" in proc.stdout and "demo" in proc.stdout
-    for cmd in (["synth", "--help"], ["synth", "serve", "--help"], ["demo", "--help"]):
+    for name in ("synth", "demo", "extract", "curate"):
+        assert f"  {name} " in proc.stdout
+    for cmd in (["synth", "--help"], ["synth", "serve", "--help"], ["demo", "--help"], ["extract", "--help"],
+                ["curate", "--help"]):
         proc = run(*cmd)
         assert proc.returncode == 0 and "usage: openwit" in proc.stdout
 
@@ -48,6 +50,12 @@ def test_unknown_command():
     (["synth", "--no-such-option"], ["--no-such-option"]),
     (["synth", "serve", "--crawl", "/nonexistent/crawl"], ["/nonexistent/crawl", "manifest.json"]),
     (["demo", "--sample", "x"], ["--sample"]),
+    (["extract", "--output", "/tmp/x"], ["--input is required"]),
+    (["extract", "--input", "/nonexistent/*.wat.gz", "--output", "/tmp/x"], ["/nonexistent/*.wat.gz"]),
+    (["extract", "--input", "/etc/hostname", "--output", "/tmp/x"], ["cannot tell the format"]),
+    (["curate", "--input", "/tmp", "--output", "/tmp/x"], ["--queries is required"]),
+    (["curate", "--input", "/tmp", "--output", "/tmp/x", "--queries", "/nonexistent.txt"], ["/nonexistent.txt"]),
+    (["curate", "--langid", "magic"], ["--langid"]),
 ])
 def test_bad_options_and_missing_paths_end_in_one_line(args, words):
     assert_one_line_error(run(*args), *words)
@@ -81,7 +89,9 @@ def test_synth_writes_a_crawl_and_serve_serves_it(tmp_path):
 def test_demo_quick_runs_end_to_end(tmp_path):
     proc = run("demo", "--quick", "--out", str(tmp_path / "demo"))
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "[3/3] probe" in proc.stdout
+    assert "[3/5] probe" in proc.stdout and "[5/5] curate" in proc.stdout
+    assert "funnel:" in proc.stdout and "curated pairs" in proc.stdout
+    assert "INFO:" not in proc.stderr
     assert " NO " not in proc.stdout
     assert "duplicates byte-identical to their original: 8/8" in proc.stdout
     assert "0 fetches of a forbidden redirect target, 0 fetches of robots-disallowed paths" in proc.stdout

@@ -238,3 +238,20 @@ def test_refuses_unknown_schema_and_missing_queries(candidates, queries, tmp_pat
         _run(tmp_path / "future.parquet", queries, tmp_path / "out")
     with pytest.raises(schemas.UserError, match="--queries .*no such file"):
         _run(candidates, tmp_path / "missing.txt", tmp_path / "out")
+
+
+@pytest.mark.parametrize("backend", ["langdetect", "wordfreq"])
+def test_language_backends_are_deterministic_and_right_on_clear_cases(backend):
+    from pipeline.langid import LanguageId
+
+    lid = LanguageId(backend)
+    cases = {"a small red triangle on a striped background": "en",
+             "Ein Bild mit einem roten Kreis auf gestreiftem Hintergrund": "de",
+             "Une image d'un cercle rouge sur un fond rayé, en haut à gauche": "fr",
+             "Una imagen de un círculo rojo sobre un fondo de rayas": "es"}
+    for text, lang in cases.items():
+        got, prob = lid.detect(text)
+        assert got == lang and 0 < prob <= 1, (backend, text, got)
+        assert lid.detect(text) == (got, prob)
+    assert lid.hits == len(cases)
+    assert lid.detect("12345 !!!") == ("und", 0.0)
