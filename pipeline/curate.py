@@ -27,9 +27,11 @@ for every step, in = kept + sum(rejected)).
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import time
-from typing import Iterator
+from collections import Counter
+from typing import Iterable, Iterator
 
 import apache_beam as beam
 import pyarrow.parquet as pq
@@ -48,6 +50,7 @@ STAGE = "curate"
 STEPS = ("clean", "match", "dedupe", "balance", "language")
 STATS_FILE = "curate_stats.json"
 REJECTS = "rejects"
+KEPT_QUERIES = "kept_queries"
 
 
 def _counter(step: str, outcome: str) -> Metrics.DelegatingCounter:
@@ -61,11 +64,9 @@ def reject_row(row: dict, reason: str, detail: str | None = None, duplicate_of: 
 
 # -- DoFns -----------------------------------------------------------------------------------
 
-class ReadCandidatesFn(beam.DoFn):
-    def process(self, path: str) -> Iterator[dict]:
-        with fileio.open_read(path) as fh:
-            for batch in pq.ParquetFile(fh).iter_batches(batch_size=20_000):
-                yield from batch.to_pylist()
+def read_candidates(path: str) -> list[dict]:
+    with fileio.open_read(path) as fh:
+        return pq.ParquetFile(fh).read().to_pylist()
 
 
 class _MatcherHolder:
@@ -76,10 +77,15 @@ class _MatcherHolder:
 
 
 class CleanAndMatchFn(beam.DoFn):
-    """Steps 1 and 2: repair and filter the text, then match it against the queries."""
+    """Steps 1 and 2 on a batch (one candidate file): repair, filter, match.
 
-    def __init__(self, queries: str, lowercase: bool, rules: textclean.TextRules, shared: Shared):
-        self.queries, self.lowercase, self.rules, self.shared = queries, lowercase, rules, shared
+    Emits the batch's rejects as one element, and its kept rows bucketed by output shard
+    (a hash of the new uid), one element per shard: few, large elements keep Beam's
+    per-element cost off the per-row path.
+    """
+
+    def __init__(self, queries: str, lowercase: bool, rules: textclean.TextRules, shards: int, shared: Shared):
+        self.queries, self.lowercase, self.rules, self.shards, self.shared = queries, lowercase, rules, shards, shared
 
     def setup(self) -> None:
         def build() -> _MatcherHolder:
@@ -88,146 +94,160 @@ class CleanAndMatchFn(beam.DoFn):
             return _MatcherHolder(QueryMatcher(entries, self.lowercase))
 
         self.matcher = self.shared.acquire(build, tag=f"{self.queries}:{self.lowercase}").matcher
-        self.counters = {}
 
-    def _count(self, step: str, outcome: str) -> None:
-        key = (step, outcome)
-        if key not in self.counters:
-            self.counters[key] = _counter(step, outcome)
-        self.counters[key].inc()
+    def process(self, batch: tuple[str, list[dict]]) -> Iterator:
+        name, rows = batch
+        outcomes: Counter = Counter()
+        rejects = []
+        buckets: dict[int, list[dict]] = {}
+        for row in rows:
+            text = textclean.normalize(row[C.TEXT])
+            reason = textclean.verdict(text, row[C.URL], self.rules)
+            if reason:
+                outcomes["clean", reason] += 1
+                rejects.append(reject_row(row, reason))
+                continue
+            outcomes["clean", "kept"] += 1
+            matched = self.matcher.match_entries(text)
+            if not matched:
+                outcomes["match", "no_query_match"] += 1
+                rejects.append(reject_row(row, "no_query_match"))
+                continue
+            outcomes["match", "kept"] += 1
+            uid = schemas.uid(row[C.URL], text)
+            buckets.setdefault(outputs.shard_of(uid, self.shards), []).append(
+                {**row, C.UID: uid, C.TEXT: text, C.MATCHED_QUERIES: matched})
+        _count(outcomes)
+        yield beam.pvalue.TaggedOutput(REJECTS, (f"clean-{name}", rejects))
+        yield from buckets.items()
 
-    def process(self, row: dict) -> Iterator:
-        text = textclean.normalize(row[C.TEXT])
-        reason = textclean.verdict(text, row[C.URL], self.rules)
-        if reason:
-            self._count("clean", reason)
-            yield beam.pvalue.TaggedOutput(REJECTS, reject_row(row, reason))
-            return
-        self._count("clean", "kept")
-        matched = self.matcher.match_entries(text)
-        if not matched:
-            self._count("match", "no_query_match")
-            yield beam.pvalue.TaggedOutput(REJECTS, reject_row(row, "no_query_match"))
-            return
-        self._count("match", "kept")
-        yield {**row, C.UID: schemas.uid(row[C.URL], text), C.TEXT: text, C.MATCHED_QUERIES: matched}
+
+def _count(outcomes: Counter) -> None:
+    for (step, outcome), n in outcomes.items():
+        _counter(step, outcome).inc(n)
 
 
 def _provenance(row: dict) -> tuple:
     return (row[C.SOURCE_FILE], row[C.SOURCE_OFFSET], row[C.PAGE_URL] or "", row[C.UID])
 
 
-class KeepOneFn(beam.DoFn):
-    """Step 3: one representative per key (the smallest by ``order``), the rest rejected."""
-
-    def __init__(self, reason: str, by_uid: bool, count_kept: bool):
-        self.reason, self.by_uid, self.count_kept = reason, by_uid, count_kept
-
-    def process(self, item: tuple[str, list[dict]]) -> Iterator:
-        _, rows = item
-        rows = sorted(rows, key=(lambda r: r[C.UID]) if self.by_uid else _provenance)
-        keep = rows[0]
-        if self.count_kept:  # the last dedupe pass counts what the step keeps
-            _counter("dedupe", "kept").inc()
-        yield keep
-        for dup in rows[1:]:
-            _counter("dedupe", self.reason).inc()
-            yield beam.pvalue.TaggedOutput(REJECTS, reject_row(
-                dup, self.reason, f"kept {keep[C.SOURCE_FILE]}@{keep[C.SOURCE_OFFSET]}", keep[C.UID]))
-
-
-class BalanceFn(beam.DoFn):
-    """Step 5: keep with probability 1 - prod(1 - p_q), drawn from hash(seed, uid)."""
-
-    def __init__(self, seed: int):
-        self.seed = seed
-
-    def process(self, row: dict, counts: dict[str, int], t: float) -> Iterator:
-        p = balance.keep_probability([counts[q] for q in row[C.MATCHED_QUERIES]], t)
-        if balance.draw(self.seed, row[C.UID]) < p:
-            _counter("balance", "kept").inc()
-            yield row
+def keep_one(rows: list[dict], key: str, order, reason: str) -> tuple[list[dict], list[dict]]:
+    """(one row per ``key`` value, the smallest by ``order``; the others as rejects)."""
+    rows = sorted(rows, key=lambda r: (r[key], order(r)))
+    kept, rejects = [], []
+    for row in rows:
+        if kept and kept[-1][key] == row[key]:
+            rep = kept[-1]
+            rejects.append(reject_row(row, reason, f"kept {rep[C.SOURCE_FILE]}@{rep[C.SOURCE_OFFSET]}", rep[C.UID]))
         else:
-            _counter("balance", "balanced_out").inc()
-            yield beam.pvalue.TaggedOutput(REJECTS, reject_row(row, "balanced_out", f"p={p:.6g}"))
+            kept.append(row)
+    return kept, rejects
 
 
-class LanguageFn(beam.DoFn):
-    """Step 6: language id on the survivors; keep the allowed languages."""
+class DedupeShardFn(beam.DoFn):
+    """Step 3 on one shard: every copy of a uid lands in the same shard (and url, if asked)."""
 
-    def __init__(self, allowed: frozenset[str] | None, backend: str):
-        self.allowed, self.backend = allowed, backend
+    def __init__(self, dedupe_url: bool):
+        self.dedupe_url = dedupe_url
+
+    def process(self, group: tuple[int, Iterable[list[dict]]]) -> Iterator:
+        shard, batches = group
+        rows = [r for batch in batches for r in batch]
+        kept, rejects = keep_one(rows, C.UID, _provenance, "duplicate_uid")
+        if self.dedupe_url:
+            kept, more = keep_one(kept, C.URL, lambda r: r[C.UID], "duplicate_url")
+            rejects += more
+        kept.sort(key=lambda r: r[C.UID])
+        _count(Counter({("dedupe", "kept"): len(kept)}) + Counter(("dedupe", r[C.REASON]) for r in rejects))
+        yield beam.pvalue.TaggedOutput(REJECTS, (f"dedupe-{shard:05d}", rejects))
+        yield shard, kept
+
+
+def shard_query_counts(item: tuple[int, list[dict]]) -> Iterator[tuple[str, int]]:
+    counts: Counter = Counter()
+    for row in item[1]:
+        counts.update(row[C.MATCHED_QUERIES])
+    yield from counts.items()
+
+
+class BalanceAndLanguageFn(beam.DoFn):
+    """Steps 5 and 6 on one shard: the deterministic draw, then language id on survivors."""
+
+    def __init__(self, seed: int, allowed: frozenset[str] | None, backend: str):
+        self.seed, self.allowed, self.backend = seed, allowed, backend
 
     def setup(self) -> None:
         self.langid = LanguageId(self.backend)
 
-    def process(self, row: dict) -> Iterator:
-        lang, prob = self.langid.detect(row[C.TEXT])
-        if self.allowed is not None and lang not in self.allowed:
-            _counter("language", "language_filtered").inc()
-            yield beam.pvalue.TaggedOutput(REJECTS, reject_row(row, "language_filtered", lang))
-            return
-        _counter("language", "kept").inc()
-        yield {**row, C.LANG: lang, C.LANG_PROB: prob}
+    def process(self, item: tuple[int, list[dict]], counts: dict[str, int], t: float) -> Iterator:
+        shard, rows = item
+        outcomes: Counter = Counter()
+        kept, rejects = [], []
+        kept_queries: Counter = Counter()
+        for row in rows:
+            p = balance.keep_probability([counts[q] for q in row[C.MATCHED_QUERIES]], t)
+            if balance.draw(self.seed, row[C.UID]) >= p:
+                outcomes["balance", "balanced_out"] += 1
+                rejects.append(reject_row(row, "balanced_out", f"p={p:.6g}"))
+                continue
+            outcomes["balance", "kept"] += 1
+            kept_queries.update(row[C.MATCHED_QUERIES])
+            lang, prob = self.langid.detect(row[C.TEXT])
+            if self.allowed is not None and lang not in self.allowed:
+                outcomes["language", "language_filtered"] += 1
+                rejects.append(reject_row(row, "language_filtered", lang))
+                continue
+            outcomes["language", "kept"] += 1
+            kept.append({**row, C.LANG: lang, C.LANG_PROB: prob})
+        _count(outcomes)
+        yield beam.pvalue.TaggedOutput(REJECTS, (f"balance-{shard:05d}", rejects))
+        yield beam.pvalue.TaggedOutput(KEPT_QUERIES, kept_queries)
+        yield shard, kept
 
 
 # -- the composite ---------------------------------------------------------------------------
 
 class CurateCandidates(beam.PTransform):
-    """CANDIDATE rows -> {'curated', 'rejects', 'query_counts', 't'} PCollections."""
+    """Batches of CANDIDATE rows ``(name, rows)`` -> {'curated': (shard, rows sorted by uid),
+    'rejects': (name, rows), 'query_counts': rows, 't': float}."""
 
     def __init__(self, queries: str, rules: textclean.TextRules, seed: int = 0, t: float | None = None,
                  target_size: int | None = None, languages: frozenset[str] | None = frozenset({"en"}),
-                 lowercase: bool = False, dedupe_url: bool = False, langid: str = "langdetect"):
+                 lowercase: bool = False, dedupe_url: bool = False, langid: str = "langdetect",
+                 shards: int = 4):
         super().__init__()
-        self.langid = langid
         self.queries, self.rules, self.seed = queries, rules, seed
         self.t, self.target_size, self.languages = t, target_size, languages
-        self.lowercase, self.dedupe_url = lowercase, dedupe_url
+        self.lowercase, self.dedupe_url, self.langid, self.shards = lowercase, dedupe_url, langid, shards
 
-    def expand(self, candidates):
-        cleaned = candidates | "CleanAndMatch" >> beam.ParDo(
-            CleanAndMatchFn(self.queries, self.lowercase, self.rules, Shared())).with_outputs(REJECTS, main="kept")
+    def expand(self, batches):
+        cleaned = batches | "CleanAndMatch" >> beam.ParDo(CleanAndMatchFn(
+            self.queries, self.lowercase, self.rules, self.shards, Shared())).with_outputs(REJECTS, main="kept")
         deduped = (cleaned.kept
-                   | "ByUid" >> beam.Map(lambda r: (r[C.UID], r))
-                   | "GroupUid" >> beam.GroupByKey()
-                   | "KeepOneUid" >> beam.ParDo(KeepOneFn("duplicate_uid", False, not self.dedupe_url)).with_outputs(REJECTS, main="kept"))
-        rejects = [cleaned[REJECTS], deduped[REJECTS]]
-        unique = deduped.kept
-        if self.dedupe_url:
-            by_url = (unique
-                      | "ByUrl" >> beam.Map(lambda r: (r[C.URL], r))
-                      | "GroupUrl" >> beam.GroupByKey()
-                      | "KeepOneUrl" >> beam.ParDo(KeepOneFn("duplicate_url", True, True)).with_outputs(REJECTS, main="kept"))
-            rejects.append(by_url[REJECTS])
-            unique = by_url.kept
-
-        counts = (unique
-                  | "Queries" >> beam.FlatMap(lambda r: [(q, 1) for q in r[C.MATCHED_QUERIES]])
+                   | "GroupShards" >> beam.GroupByKey()
+                   | "Dedupe" >> beam.ParDo(DedupeShardFn(self.dedupe_url)).with_outputs(REJECTS, main="kept"))
+        counts = (deduped.kept
+                  | "ShardQueryCounts" >> beam.FlatMap(shard_query_counts)
                   | "CountQueries" >> beam.CombinePerKey(sum))
         fixed_t, target = self.t, self.target_size
         t = (counts
              | "CountValues" >> beam.Values()
              | "AllCounts" >> beam.combiners.ToList()
              | "SolveT" >> beam.Map(lambda cs: balance.solve_t(cs, target) if target else float(fixed_t or balance.DEFAULT_T)))
-        balanced = unique | "Balance" >> beam.ParDo(
-            BalanceFn(self.seed), counts=beam.pvalue.AsDict(counts), t=beam.pvalue.AsSingleton(t)
-        ).with_outputs(REJECTS, main="kept")
-        rejects.append(balanced[REJECTS])
-        languages = balanced.kept | "Language" >> beam.ParDo(LanguageFn(self.languages, self.langid)).with_outputs(REJECTS, main="kept")
-        rejects.append(languages[REJECTS])
-
-        kept_per_query = (balanced.kept
-                          | "KeptQueries" >> beam.FlatMap(lambda r: [(q, 1) for q in r[C.MATCHED_QUERIES]])
+        final = deduped.kept | "BalanceAndLanguage" >> beam.ParDo(
+            BalanceAndLanguageFn(self.seed, self.languages, self.langid),
+            counts=beam.pvalue.AsDict(counts), t=beam.pvalue.AsSingleton(t),
+        ).with_outputs(REJECTS, KEPT_QUERIES, main="kept")
+        kept_per_query = (final[KEPT_QUERIES]
+                          | "KeptQueries" >> beam.FlatMap(lambda c: c.items())
                           | "CountKept" >> beam.CombinePerKey(sum))
         query_counts = (
             {"matches": counts, "kept": kept_per_query}
             | "JoinCounts" >> beam.CoGroupByKey()
             | "QueryRow" >> beam.Map(_query_row, t=beam.pvalue.AsSingleton(t))
         )
-        return {"curated": languages.kept,
-                "rejects": rejects | "AllRejects" >> beam.Flatten(),
-                "query_counts": query_counts, "t": t}
+        rejects = (cleaned[REJECTS], deduped[REJECTS], final[REJECTS]) | "AllRejects" >> beam.Flatten()
+        return {"curated": final.kept, "rejects": rejects, "query_counts": query_counts, "t": t}
 
 
 def _query_row(item: tuple[str, dict], t: float) -> dict:
@@ -235,14 +255,6 @@ def _query_row(item: tuple[str, dict], t: float) -> dict:
     count = sum(groups["matches"])
     return {C.QUERY: query, C.MATCH_COUNT: count, C.KEEP_PROB: balance.query_probability(count, t),
             C.KEPT_COUNT: sum(groups["kept"])}
-
-
-def _reject_key(r: dict) -> str:
-    return f"{r[C.REASON]}\x1f{r[C.UID]}\x1f{r[C.SOURCE_FILE]}\x1f{r[C.SOURCE_OFFSET]}"
-
-
-def _reject_order(r: dict) -> tuple:
-    return (r[C.REASON], r[C.UID] or "", r[C.SOURCE_FILE] or "", r[C.SOURCE_OFFSET] or 0)
 
 
 # -- the job ---------------------------------------------------------------------------------
@@ -264,7 +276,10 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-chars", type=int, default=textclean.TextRules.max_chars)
     parser.add_argument("--max-url-chars", type=int, default=textclean.TextRules.max_url_chars)
     parser.add_argument("--dedupe-url", action="store_true", help="also keep one row per url")
-    parser.add_argument("--rows-per-file", type=int, default=2_000_000, help="rows per output file (default: 2,000,000)")
+    parser.add_argument("--rows-per-file", type=int, default=2_000_000,
+                        help="at most this many candidates per output shard (default: 2,000,000)")
+    parser.add_argument("--shards", type=int, default=0,
+                        help="output shards (default: the larger of 2 per core and candidates / --rows-per-file)")
 
 
 
@@ -291,21 +306,22 @@ def candidate_files(specs: list[str]) -> list[str]:
     return files
 
 
-def build(p: beam.Pipeline, files: list[str], output: str, curate: CurateCandidates, rows_per_file: int):
+def build(p: beam.Pipeline, files: list[str], output: str, curate: CurateCandidates) -> None:
+    n = curate.shards
     out = (p
            | "Files" >> beam.Create(files)
            | "SpreadFiles" >> beam.Reshuffle()
-           | "Read" >> beam.ParDo(ReadCandidatesFn())
+           | "Read" >> beam.Map(lambda f: (fileio.stem(f).replace(".parquet-", "-"), read_candidates(f)))
            | "Curate" >> curate)
-    out["curated"] | "WriteCurated" >> outputs.WriteSortedShards(
-        fileio.join(output, "curated"), schemas.CURATED, key=lambda r: r[C.UID], sort_key=lambda r: r[C.UID],
-        rows_per_file=rows_per_file)
-    out["rejects"] | "WriteRejects" >> outputs.WriteSortedShards(
-        fileio.join(output, "rejects"), schemas.REJECT, key=_reject_key, sort_key=_reject_order,
-        rows_per_file=rows_per_file)
+    (out["curated"]
+     | "NameShards" >> beam.MapTuple(lambda shard, rows: (outputs.part_name(shard, n).removesuffix(".parquet"), rows))
+     | "WriteCurated" >> outputs.WriteNamedFiles(
+         fileio.join(output, "curated"), schemas.CURATED,
+         expected=tuple(outputs.part_name(i, n).removesuffix(".parquet") for i in range(n))))
+    out["rejects"] | "WriteRejects" >> outputs.WriteNamedFiles(fileio.join(output, "rejects"), schemas.REJECT)
     out["query_counts"] | "WriteQueryCounts" >> outputs.WriteSortedShards(
         fileio.join(output, "query_counts"), schemas.QUERY_COUNTS, key=lambda r: r[C.QUERY],
-        sort_key=lambda r: r[C.QUERY], rows_per_file=max(rows_per_file, 10_000_000))
+        sort_key=lambda r: r[C.QUERY], rows_per_file=10_000_000)
     t_path = fileio.join(output, "balance_t.json")
     out["t"] | "WriteT" >> beam.Map(lambda t: fileio.write_json(t_path, {"t": t}))
 
@@ -330,18 +346,20 @@ def run(argv: list[str] | None = None) -> dict:
             raise schemas.UserError(f"--{flag} is required")
     if not fileio.exists(args.queries):
         raise schemas.UserError(f"--queries {args.queries}: no such file")
-    if args.target_size is not None and args.target_size <= 0 or args.rows_per_file <= 0:
-        raise schemas.UserError("--target-size and --rows-per-file must be positive")
+    if args.target_size is not None and args.target_size <= 0 or args.rows_per_file <= 0 or args.shards < 0:
+        raise schemas.UserError("--target-size, --rows-per-file and --shards must be positive")
     files = candidate_files(args.input)
     fileio.makedirs(args.output)
     languages = None if args.languages.strip().lower() == "all" else frozenset(
         x.strip() for x in args.languages.split(",") if x.strip())
     rules = textclean.TextRules(args.min_chars, args.min_words, args.max_chars, args.max_url_chars)
+    candidates = sum(pq.ParquetFile(fileio.open_read(f)).metadata.num_rows for f in files)
+    shards = args.shards or max(2 * (os.cpu_count() or 1), math.ceil(candidates / args.rows_per_file))
     curate = CurateCandidates(args.queries, rules, args.seed, args.t, args.target_size, languages,
-                              args.lowercase, args.dedupe_url, args.langid)
+                              args.lowercase, args.dedupe_url, args.langid, shards)
     start = time.perf_counter()
     p = beam.Pipeline(options=beam_options)
-    build(p, files, args.output, curate, args.rows_per_file)
+    build(p, files, args.output, curate)
     with options.quiet_local_workers(beam_options):
         result = p.run()
         result.wait_until_finish()
@@ -349,12 +367,12 @@ def run(argv: list[str] | None = None) -> dict:
     for c in result.metrics().query(MetricsFilter().with_namespace(f"openwit.{STAGE}"))["counters"]:
         value = c.committed if c.committed is not None else c.attempted
         counters[c.key.metric.name] = counters.get(c.key.metric.name, 0) + int(value or 0)
-    candidates = sum(pq.ParquetFile(fileio.open_read(f)).metadata.num_rows for f in files)
     steps = ledger(counters, candidates)
     t = fileio.read_json(fileio.join(args.output, "balance_t.json"))["t"]
     stats = {"job": STAGE, "files": len(files), "candidates": candidates, "curated": steps[-1]["kept"],
              "t": t, "target_size": args.target_size, "seed": args.seed, "queries": args.queries,
-             "languages": sorted(languages) if languages else "all", "langid": args.langid, "steps": steps}
+             "languages": sorted(languages) if languages else "all", "langid": args.langid, "shards": shards,
+             "steps": steps}
     fileio.write_json(fileio.join(args.output, STATS_FILE), stats)
     return {**stats, "seconds": round(time.perf_counter() - start, 2), "output": args.output}
 

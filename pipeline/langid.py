@@ -79,22 +79,27 @@ def _wordfreq_table() -> tuple[tuple[str, ...], dict[str, tuple[tuple[int, int],
 
 
 def _wordfreq(text: str) -> tuple[str, float]:
+    """argmax over languages of the summed log frequencies of the text's known words.
+
+    Every known word scores FLOOR_BUCKET in the languages that lack it, so a language's
+    score is the floor for all words minus its ``bonus``: only the languages a word is
+    listed in are touched, not all 42.
+    """
     languages, table = _wordfreq_table()
-    n = len(languages)
-    scores = [0] * n  # total centibels below 1 (lower is more likely)
-    known = False
+    bonus: dict[int, int] = {}
+    known = 0
     for word in WORD.findall(text.lower()):
         hits = table.get(word)
         if not hits:
             continue  # unknown everywhere: the same floor for every language
-        known = True
-        row = [FLOOR_BUCKET] * n
+        known += 1
         for li, bucket in hits:
-            row[li] = bucket
-        for k in range(n):
-            scores[k] += row[k]
+            bonus[li] = bonus.get(li, 0) + FLOOR_BUCKET - bucket
     if not known:
         return UNDETERMINED, 0.0
-    best = min(range(n), key=scores.__getitem__)
-    total = sum(10 ** (-(s - scores[best]) / 100) for s in scores)
+    best = max(bonus, key=lambda li: (bonus[li], -li))
+    top = bonus[best]
+    # P(best) = 1 / sum over languages of 10^((bonus_l - bonus_best) / 100); absent languages have bonus 0.
+    total = sum(10 ** ((b - top) / 100) for b in bonus.values())
+    total += (len(languages) - len(bonus)) * 10 ** (-top / 100)
     return languages[best], round(1 / total, 4)

@@ -28,8 +28,14 @@ class TextRules:
 
 
 def normalize(text: str) -> str:
-    """ftfy repair (mojibake, entities, odd spacing characters), then collapsed whitespace."""
-    return " ".join(ftfy.fix_text(text).split())
+    """ftfy repair (mojibake, entities, odd spacing characters), then collapsed whitespace.
+
+    Printable ASCII without '&' is left alone by ftfy (nothing to repair: no mojibake, no
+    entity, no control character), so it skips the repair: most alt texts take this path.
+    """
+    if not (text.isascii() and "&" not in text and text.replace("\t", " ").replace("\n", " ").isprintable()):
+        text = ftfy.fix_text(text)
+    return " ".join(text.split())
 
 
 def verdict(text: str, url: str, rules: TextRules) -> str | None:

@@ -105,15 +105,17 @@ def _cand(url: str, text: str, offset: int, source: str = "f.wat.gz") -> dict:
 
 
 def test_curate_candidates_transform(queries):
-    rows = [_cand("http://h/1.jpg", "a red star", 1), _cand("http://h/1.jpg", "a  red star ", 9),
+    rows = [_cand("http://h/1.jpg", "a red star", 1), _cand("http://h/1.jpg", "a  red star ", 9, "g.wat.gz"),
             _cand("http://h/2.jpg", "IMG_0001.jpg", 2), _cand("http://h/3.jpg", "zzqx vvkw", 3),
             _cand("http://h/4.jpg", "a blue circle on a striped background", 4)]
-    transform = curate.CurateCandidates(str(queries), RULES, languages=None)
+    transform = curate.CurateCandidates(str(queries), RULES, languages=None, shards=3)
     with BeamTestPipeline(argv=IN_MEMORY) as p:
-        out = p | beam.Create(rows) | transform
-        assert_that(out["curated"] | "Texts" >> beam.Map(lambda r: (r[C.TEXT], r[C.SOURCE_OFFSET])),
+        out = p | beam.Create([("f", rows[:1] + rows[2:]), ("g", rows[1:2])]) | transform
+        kept = out["curated"] | "Rows" >> beam.FlatMap(lambda item: item[1])
+        assert_that(kept | "Texts" >> beam.Map(lambda r: (r[C.TEXT], r[C.SOURCE_OFFSET])),
                     equal_to([("a red star", 1), ("a blue circle on a striped background", 4)]), label="curated")
-        assert_that(out["rejects"] | "Reasons" >> beam.Map(lambda r: (r[C.REASON], r[C.SOURCE_OFFSET])),
+        rejected = out["rejects"] | "RejectRows" >> beam.FlatMap(lambda item: item[1])
+        assert_that(rejected | "Reasons" >> beam.Map(lambda r: (r[C.REASON], r[C.SOURCE_OFFSET])),
                     equal_to([("duplicate_uid", 9), ("filename_text", 2), ("no_query_match", 3)]), label="rejects")
 
 
