@@ -74,7 +74,7 @@ def breakdown(candidates: Path, queries: Path, n: int, langid: str) -> dict[str,
     timed("text filters", lambda tr: textclean.verdict(tr[0], tr[1][C.URL], rules), list(zip(texts, rows)))
     matcher = QueryMatcher(load_entries(queries.read_text().splitlines()))
     matched = timed("query match", matcher.match_entries, texts)
-    uids = timed("uid", lambda tr: schemas.uid(tr[1][C.URL], tr[0]), list(zip(texts, rows)))
+    uids = timed("uid hash", lambda tr: schemas.uid(tr[1][C.URL], tr[0]), list(zip(texts, rows)))
     timed("balance draw", lambda u: balance.keep_probability([100, 50_000], 20_000) > balance.draw(0, u), uids)
     lid = LanguageId(langid)
     sample = random.Random(0).sample(texts, min(len(texts), 5000))

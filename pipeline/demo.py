@@ -157,7 +157,7 @@ def main(argv: list[str]) -> int:
     _step(5, steps, f"curate (Beam): clean, match {QUERY_WORDS:,} frequent English words, dedupe, "
                     "balance, language id")
     curated = curate.run(["--input", str(out / "extract"), "--output", str(out / "curate"),
-                          "--queries", str(queries), "--t", str(t_budget), "--langid", "wordfreq"])
+                          "--queries", str(queries), "--t", str(t_budget)])
     print(curate.summary(curated))
 
     links = manifest["counts"]["links"]
