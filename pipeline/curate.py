@@ -85,8 +85,10 @@ class CleanAndMatchFn(beam.DoFn):
     per-element cost off the per-row path.
     """
 
-    def __init__(self, queries: str, lowercase: bool, rules: textclean.TextRules, shards: int, shared: Shared):
+    def __init__(self, queries: str, lowercase: bool, rules: textclean.TextRules, shards: int, by_url: bool,
+                 shared: Shared):
         self.queries, self.lowercase, self.rules, self.shards, self.shared = queries, lowercase, rules, shards, shared
+        self.by_url = by_url
 
     def setup(self) -> None:
         def build() -> _MatcherHolder:
@@ -116,7 +118,9 @@ class CleanAndMatchFn(beam.DoFn):
                 continue
             outcomes["match", "kept"] += 1
             uid = schemas.uid(row[C.URL], text)
-            buckets.setdefault(outputs.shard_of(uid, self.shards), []).append(
+            # Every copy of a uid (and, with url dedupe, of a url) must meet in one shard.
+            key = row[C.URL] if self.by_url else uid
+            buckets.setdefault(outputs.shard_of(key, self.shards), []).append(
                 {**row, C.UID: uid, C.TEXT: text, C.MATCHED_QUERIES: matched})
         _count(outcomes)
         yield beam.pvalue.TaggedOutput(REJECTS, (f"clean-{name}", rejects))
@@ -223,7 +227,8 @@ class CurateCandidates(beam.PTransform):
 
     def expand(self, batches):
         cleaned = batches | "CleanAndMatch" >> beam.ParDo(CleanAndMatchFn(
-            self.queries, self.lowercase, self.rules, self.shards, Shared())).with_outputs(REJECTS, main="kept")
+            self.queries, self.lowercase, self.rules, self.shards, self.dedupe_url, Shared())
+        ).with_outputs(REJECTS, main="kept")
         deduped = (cleaned.kept
                    | "GroupShards" >> beam.GroupByKey()
                    | "Dedupe" >> beam.ParDo(DedupeShardFn(self.dedupe_url)).with_outputs(REJECTS, main="kept"))

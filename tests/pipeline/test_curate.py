@@ -257,3 +257,33 @@ def test_language_backends_are_deterministic_and_right_on_clear_cases(backend):
         assert lid.detect(text) == (got, prob)
     assert lid.hits == len(cases)
     assert lid.detect("12345 !!!") == ("und", 0.0)
+
+
+def test_language_step_drops_the_foreign_captions_and_keeps_english(small_crawl, candidates, queries, tmp_path):
+    folder, _ = small_crawl
+    stats = _run(candidates, queries, tmp_path, "--t", "1000000")  # default: --languages en --langid wordfreq
+    assert stats["langid"] == "wordfreq" and stats["languages"] == ["en"]
+    truth = schemas.read_table(folder / crawl.GROUND_TRUTH_DIR, schemas.GROUND_TRUTH).to_pylist()
+    kind = {(r[C.SOURCE_FILE], r[C.SOURCE_OFFSET], r[C.URL]): r[C.KIND] for r in truth}
+    curated = _rows(tmp_path / "curated", schemas.CURATED)
+    filtered = [r for r in _rows(tmp_path / "rejects", schemas.REJECT) if r[C.REASON] == "language_filtered"]
+    kept_kinds = [kind[(r[C.SOURCE_FILE], r[C.SOURCE_OFFSET], r[C.URL])] for r in curated]
+    dropped_kinds = [kind[(r[C.SOURCE_FILE], r[C.SOURCE_OFFSET], r[C.URL])] for r in filtered]
+    foreign_kept, foreign_dropped = kept_kinds.count("non_english"), dropped_kinds.count("non_english")
+    assert foreign_dropped >= 0.95 * (foreign_kept + foreign_dropped) > 0
+    clean_kept, clean_dropped = kept_kinds.count("clean"), dropped_kinds.count("clean")
+    assert clean_dropped <= 0.03 * (clean_kept + clean_dropped)
+    assert all(r[C.LANG] == "en" and 0 < r[C.LANG_PROB] <= 1 for r in curated)
+
+
+def test_url_dedupe_keeps_one_row_per_url(queries):
+    rows = [_cand("http://h/1.jpg", "a red star", 1), _cand("http://h/1.jpg", "a blue star", 2),
+            _cand("http://h/2.jpg", "a blue star", 3)]
+    transform = curate.CurateCandidates(str(queries), RULES, languages=None, dedupe_url=True, shards=2)
+    with BeamTestPipeline(argv=IN_MEMORY) as p:
+        out = p | beam.Create([("f", rows)]) | transform
+        kept = out["curated"] | "Rows" >> beam.FlatMap(lambda item: item[1]) | beam.Map(lambda r: r[C.URL])
+        assert_that(kept, equal_to(["http://h/1.jpg", "http://h/2.jpg"]), label="urls")
+        rejected = (out["rejects"] | "RejectRows" >> beam.FlatMap(lambda item: item[1])
+                    | "Reasons" >> beam.Map(lambda r: r[C.REASON]))
+        assert_that(rejected, equal_to(["duplicate_url"]), label="reasons")
