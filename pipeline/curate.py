@@ -103,6 +103,7 @@ class CleanAndMatchFn(beam.DoFn):
         outcomes: Counter = Counter()
         rejects = []
         buckets: dict[int, list[dict]] = {}
+        matched_count = 0
         for row in rows:
             text = textclean.normalize(row[C.TEXT])
             reason = textclean.verdict(text, row[C.URL], self.rules)
@@ -110,18 +111,19 @@ class CleanAndMatchFn(beam.DoFn):
                 outcomes["clean", reason] += 1
                 rejects.append(reject_row(row, reason))
                 continue
-            outcomes["clean", "kept"] += 1
             matched = self.matcher.match_entries(text)
             if not matched:
                 outcomes["match", "no_query_match"] += 1
                 rejects.append(reject_row(row, "no_query_match"))
                 continue
-            outcomes["match", "kept"] += 1
+            matched_count += 1
             uid = schemas.uid(row[C.URL], text)
             # Every copy of a uid (and, with url dedupe, of a url) must meet in one shard.
             key = row[C.URL] if self.by_url else uid
             buckets.setdefault(outputs.shard_of(key, self.shards), []).append(
                 {**row, C.UID: uid, C.TEXT: text, C.MATCHED_QUERIES: matched})
+        outcomes["match", "kept"] = matched_count
+        outcomes["clean", "kept"] = matched_count + outcomes["match", "no_query_match"]
         _count(outcomes)
         yield beam.pvalue.TaggedOutput(REJECTS, (f"clean-{name}", rejects))
         yield from buckets.items()

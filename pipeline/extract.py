@@ -91,7 +91,8 @@ def resolve(anchor: str | None, src: object, max_chars: int) -> tuple[str | None
     if len(src) > max_chars:
         return None, "invalid_url", f"url of {len(src)} characters"
     try:
-        url = urljoin(anchor, src) if anchor else src
+        # Absolute http(s) links (most of them) need no join: it would return them as they are.
+        url = urljoin(anchor, src) if anchor and not src.startswith(("http://", "https://")) else src
         parts = urlsplit(url)
         parts.port  # noqa: B018 - raises ValueError on a bad port
     except ValueError as e:

@@ -58,15 +58,22 @@ class QueryMatcher:
         for i, entry in enumerate(self.entries):
             key = spaced_entry(entry.lower() if lowercase else entry)
             existing = self._automaton.get(key, None)
-            # Two entries can collide only when lowercasing; both are reported.
-            self._automaton.add_word(key, (*existing, i) if existing else (i,))
+            # Two entries collide only when lowercasing: then the value is a tuple of both ids.
+            if existing is None:
+                value: int | tuple[int, ...] = i
+            else:
+                value = (*existing, i) if isinstance(existing, tuple) else (existing, i)
+            self._automaton.add_word(key, value)
         self._automaton.make_automaton()
 
     def match(self, text: str) -> list[int]:
         s = spaced(text.lower() if self.lowercase else text)
         found: set[int] = set()
         for _, ids in self._automaton.iter(s):
-            found.update(ids)
+            if ids.__class__ is int:
+                found.add(ids)
+            else:
+                found.update(ids)
         return sorted(found)
 
     def match_entries(self, text: str) -> list[str]:
