@@ -279,7 +279,7 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--languages", default="en", help="comma-separated languages to keep, or 'all' (default: en)")
     parser.add_argument("--langid", default="wordfreq", choices=BACKENDS,
                         help="language-id backend: wordfreq (default; 99%% accurate on the labelled sample, "
-                             "~80x faster) or langdetect (the reference)")
+                             "over 200x faster) or langdetect (the reference)")
     parser.add_argument("--min-chars", type=int, default=textclean.TextRules.min_chars)
     parser.add_argument("--min-words", type=int, default=textclean.TextRules.min_words)
     parser.add_argument("--max-chars", type=int, default=textclean.TextRules.max_chars)

@@ -4,7 +4,7 @@ Both are cached by text. ``langdetect`` (character n-grams) is the reference;
 ``wordfreq`` scores a text's words against the word frequencies of the 42 languages
 wordfreq ships (naive Bayes over each language's words of frequency >= 1e-5, unknown
 words at a floor). On captions, which are short, the word model is both far faster and
-more accurate: on the synthetic crawl's labelled sample 99.3% against 90.7%, about 80x
+more accurate: on the synthetic crawl's labelled sample 99.3% against 90.7%, over 200x
 the throughput, and it agrees with langdetect on 99.6% of the texts langdetect gets
 right (benchmarks/langid.py, docs/benchmarks.md). `openwit curate` uses it by default.
 """

@@ -119,9 +119,9 @@ QUERY_COUNTS = _schema(
     "QUERY_COUNTS",
     [
         _req(C.QUERY, pa.string()),
-        _req(C.MATCH_COUNT, pa.int64()),
+        _req(C.MATCH_COUNT, pa.uint64()),  # exact, over deduplicated texts
         _req(C.KEEP_PROB, pa.float64()),
-        _req(C.KEPT_COUNT, pa.int64()),
+        _req(C.KEPT_COUNT, pa.uint64()),  # texts kept by balancing that match the query
     ],
 )
 
