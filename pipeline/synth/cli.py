@@ -61,6 +61,8 @@ def _serve_parser() -> Parser:
     p.add_argument("--crawl", default=DEFAULT_OUT, help=f"crawl folder written by `openwit synth` (default: {DEFAULT_OUT})")
     p.add_argument("--slow-seconds", type=float, default=5.0, help="delay of the 'slow' fault (default: 5)")
     p.add_argument("--duration", type=float, default=0, help="stop after this many seconds (default: run until stopped)")
+    p.add_argument("--processes", type=int, default=1,
+                   help="server processes sharing the hosts (default: 1; 2+ for download benchmarks)")
     return p
 
 
@@ -113,7 +115,7 @@ def generate(argv: list[str]) -> int:
 def serve(argv: list[str]) -> int:
     args = _serve_parser().parse_args(argv)
     manifest = crawl.load_manifest(args.crawl)
-    web = SyntheticWeb(manifest["hosts"], slow_seconds=args.slow_seconds)
+    web = SyntheticWeb(manifest["hosts"], slow_seconds=args.slow_seconds, processes=args.processes)
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())
     with web:

@@ -22,7 +22,10 @@ says what to draw and which fault to apply (see ``world.FAULTS``):
 
 from __future__ import annotations
 
+import http.client
 import json
+import multiprocessing
+import queue
 import socket
 import threading
 import time
@@ -200,10 +203,13 @@ class SyntheticWeb:
     """Serve the synthetic images on loopback, one listening socket per virtual host.
 
     Use as a context manager (tests) or call ``start`` / ``stop``; ``urls`` are the base
-    URLs, ``stats()`` adds up every host's counters.
+    URLs, ``stats()`` adds up every host's counters. With ``processes > 1`` the hosts are
+    spread over that many server processes (one Python process serves a few hundred
+    images a second; a download benchmark wants more); each host lives in exactly one
+    process, so its per-URL state (503-then-ok) stays consistent.
     """
 
-    def __init__(self, hosts: list[str] | tuple[str, ...], slow_seconds: float = 5.0):
+    def __init__(self, hosts: list[str] | tuple[str, ...], slow_seconds: float = 5.0, processes: int = 1):
         if not hosts:
             raise ValueError("no hosts to serve")
         for h in hosts:
@@ -212,15 +218,20 @@ class SyntheticWeb:
                 raise ValueError(f"{h}: the synthetic web only listens on loopback (127.0.0.0/8)")
         self.hosts = tuple(hosts)
         self.slow_seconds = slow_seconds
+        self.processes = max(1, min(processes, len(self.hosts)))
         self.stopping = threading.Event()
         self._servers: list[_Host] = []
         self._threads: list[threading.Thread] = []
+        self._children: list = []
+        self._child_stop = None
 
     @property
     def urls(self) -> list[str]:
         return [f"http://{h}" for h in self.hosts]
 
     def start(self) -> "SyntheticWeb":
+        if self.processes > 1:
+            return self._start_processes()
         bomb_png()  # build once, before the first request can time out waiting for it
         try:
             for h in self.hosts:
@@ -235,8 +246,37 @@ class SyntheticWeb:
             self._threads.append(t)
         return self
 
+    def _start_processes(self) -> "SyntheticWeb":
+        # fork: the children only serve, and callers need no __main__ guard (spawn would re-run it)
+        ctx = multiprocessing.get_context("fork")
+        self._child_stop = ctx.Event()
+        results = ctx.Queue()
+        for i in range(self.processes):
+            hosts = self.hosts[i::self.processes]
+            child = ctx.Process(target=_serve_in_process, args=(hosts, self.slow_seconds, self._child_stop, results),
+                                daemon=True)
+            child.start()
+            self._children.append(child)
+        errors = []
+        for child in self._children:
+            try:
+                errors.append(results.get(timeout=30))
+            except queue.Empty:
+                errors.append(f"a server process did not start (exit code {child.exitcode})")
+        if any(errors):
+            self.stop()
+            raise UserError(next(e for e in errors if e))
+        return self
+
     def stop(self) -> None:
         self.stopping.set()
+        if self._child_stop is not None:
+            self._child_stop.set()
+            for child in self._children:
+                child.join(timeout=10)
+                if child.is_alive():
+                    child.terminate()
+            self._children.clear()
         for srv in self._servers:
             srv.shutdown()
             srv.server_close()
@@ -253,10 +293,35 @@ class SyntheticWeb:
 
     def stats(self) -> Counter:
         total: Counter = Counter()
+        if self._children:
+            for host in self.hosts:  # each host reports its own counters
+                ip, port = host.rsplit(":", 1)
+                conn = http.client.HTTPConnection(ip, int(port), timeout=10)
+                try:
+                    conn.request("GET", STATS_PATH)
+                    total.update(json.loads(conn.getresponse().read()))
+                finally:
+                    conn.close()
+            total["status_200"] -= len(self.hosts)  # the stats requests themselves
+            total["requests"] -= len(self.hosts)
+            return +total
         for srv in self._servers:
             with srv.lock:
                 total.update(srv.counters)
         return total
+
+
+def _serve_in_process(hosts: tuple[str, ...], slow_seconds: float, stop, results) -> None:
+    """A server process: serve ``hosts`` until ``stop`` is set; report start-up to ``results``."""
+    web = SyntheticWeb(hosts, slow_seconds)
+    try:
+        web.start()
+    except UserError as e:
+        results.put(str(e))
+        return
+    results.put("")
+    stop.wait()
+    web.stop()
 
 
 def free_hosts(count: int, ips: int = 4) -> tuple[str, ...]:

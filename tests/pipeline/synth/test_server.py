@@ -184,3 +184,19 @@ def test_start_stop_restart_and_port_in_use():
         assert get(f"{w.urls[1]}/robots.txt")[0] == 200
     with pytest.raises(ValueError, match="loopback"):
         SyntheticWeb(["10.0.0.1:80"])
+
+
+def test_several_server_processes_share_the_hosts(rows):
+    hosts = free_hosts(4, ips=2)
+    clean = urlsplit(urls_with(rows, "none", 1)[0]).path
+    flaky = urlsplit(urls_with(rows, "unavailable_then_ok", 1)[0]).path
+    with SyntheticWeb(hosts, processes=2) as w:
+        assert w.processes == 2
+        bodies = {get(f"http://{h}{clean}")[2] for h in hosts}
+        assert len(bodies) == 1  # the same image from every host and process
+        assert [get(f"http://{hosts[3]}{flaky}")[0] for _ in range(2)] == [503, 200]
+        stats = w.stats()
+        assert stats["requests"] == len(hosts) + 2 and stats["status_503"] == 1
+    with pytest.raises(ConnectionRefusedError):
+        ip, port = hosts[0].split(":")
+        socket.create_connection((ip, int(port)), timeout=1).close()
