@@ -273,7 +273,7 @@ class RobotsCache:
     def __init__(self, opener: urllib.request.OpenerDirector, user_agent: str = DEFAULT_USER_AGENT,
                  token: str = USER_AGENT_TOKEN, timeout: float = 10.0):
         self.opener, self.user_agent, self.token, self.timeout = opener, user_agent, token, timeout
-        self._rules: dict[str, RobotFileParser] = {}
+        self._rules: dict[str, RobotFileParser | ForbiddenAddress] = {}
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
         self.fetches = 0
@@ -290,15 +290,19 @@ class RobotsCache:
                 if rules is None:
                     rules = self._fetch(origin)
                     self._rules[origin] = rules
+        if isinstance(rules, ForbiddenAddress):
+            raise rules  # the host itself is refused: say so, not "robots.txt disallows"
         return rules.can_fetch(self.token, url)
 
-    def _fetch(self, origin: str) -> RobotFileParser:
+    def _fetch(self, origin: str) -> RobotFileParser | ForbiddenAddress:
         self.fetches += 1
         rules = RobotFileParser(f"{origin}/robots.txt")
         request = urllib.request.Request(f"{origin}/robots.txt", headers={"User-Agent": self.user_agent})
         try:
             with self.opener.open(request, timeout=self.timeout) as resp:
                 rules.parse(resp.read(512 * 1024).decode("utf-8", "replace").splitlines())
+        except ForbiddenAddress as e:
+            return e
         except urllib.error.HTTPError as e:
             if 400 <= e.code < 500:
                 rules.allow_all = True

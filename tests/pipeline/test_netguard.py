@@ -106,7 +106,8 @@ def test_robots_txt_is_fetched_once_per_host_and_honoured(web, rows):
         dead = f"http://127.0.0.1:{s.getsockname()[1]}/img/x.jpg"
     assert not cache.allowed(dead)
     refused = RobotsCache(build_opener(AddressPolicy()))
-    assert not refused.allowed(public)  # robots.txt on a forbidden host is never fetched
+    with pytest.raises(ForbiddenAddress):  # robots.txt on a forbidden host is never fetched
+        refused.allowed(public)
     assert urllib.request is not None
 
 
