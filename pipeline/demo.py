@@ -3,7 +3,8 @@
 Generate the synthetic crawl, serve it on loopback and fetch a sample of every kind of
 link as a careful client would (checking each behaves as its ground truth declares, faults
 included), then run the Beam jobs on it: extract candidates from the WAT files and curate
-them into the url list to download. Stages join this command as they land.
+them into the url list to download, and download it with img2dataset behind openwit's
+network guards. Stages join this command as they land.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from PIL import Image
 
 import schemas
 from schemas import columns as C
-from pipeline import curate, extract, querylist
+from pipeline import curate, download, extract, querylist
 from pipeline.cli import Parser
 from pipeline.synth import crawl
 from pipeline.synth.cli import summary as crawl_summary
@@ -85,7 +86,7 @@ def main(argv: list[str]) -> int:
     except OSError as e:
         raise schemas.UserError(f"--out {out}: cannot create this folder ({e.strerror})") from None
     started = time.perf_counter()
-    steps = 5
+    steps = 6
 
     _step(1, steps, f"synth: generating {pages:,} pages into {out / 'crawl'}")
     cfg = crawl.CrawlConfig(pages=pages, seed=args.seed, pages_per_file=max(100, pages // 4),
@@ -160,11 +161,21 @@ def main(argv: list[str]) -> int:
                           "--queries", str(queries), "--t", str(t_budget)])
     print(curate.summary(curated))
 
+    _step(6, steps, "download (img2dataset behind openwit's guards) from the loopback web")
+    with SyntheticWeb(cfg.hosts, slow_seconds=3.0, processes=2):
+        downloaded = download.run([
+            "--input", str(out / "curate"), "--output", str(out / "download"), "--image-size", "64",
+            "--timeout", "2", "--retries", "1", "--samples-per-shard", "2000", "--processes", "2",
+            "--threads", "16", *[f"--allow={h.split(':')[0]}" for h in sorted(set(cfg.hosts))]])
+    print(download.summary(downloaded, str(out / "download")))
+
     links = manifest["counts"]["links"]
     print(f"\nfunnel: {links:,} image links -> {extracted['candidates']:,} candidates -> "
-          f"{curated['curated']:,} curated pairs ({curated['curated'] / max(links, 1):.1%} of links)")
-    print(f"demo finished in {time.perf_counter() - started:.1f}s under {out}: crawl/, extract/, curate/ "
-          f"(curated url list: {out / 'curate' / 'curated'})")
+          f"{curated['curated']:,} curated pairs -> {downloaded['kept']:,} images "
+          f"({downloaded['kept'] / max(links, 1):.1%} of links)")
+    print(f"demo finished in {time.perf_counter() - started:.1f}s under {out}: crawl/, extract/, curate/, download/ "
+          f"(webdataset shards: {out / 'download' / 'shards'})")
+    probe_ok = probe_ok and downloaded["ledger_ok"]
     if not probe_ok:
         print(f"openwit demo: {bad} kind(s) did not behave as declared", file=sys.stderr)
         return 1

@@ -202,7 +202,10 @@ class ByteCapProcessor(urllib.request.BaseHandler):
         read, cap = response.read, self.max_bytes
 
         def capped_read(amt: int | None = None) -> bytes:
-            data = read(cap + 1 if amt is None or amt < 0 else amt)
+            if (amt is None or amt < 0) and getattr(response, "length", None) is not None:
+                data = read()  # a known length (already under the cap): a short body raises IncompleteRead
+            else:
+                data = read(cap + 1 if amt is None or amt < 0 else amt)
             capped_read.total += len(data)  # type: ignore[attr-defined]
             if capped_read.total > cap:  # type: ignore[attr-defined]
                 raise TooLarge(f"body exceeds {cap} bytes")

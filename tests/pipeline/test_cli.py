@@ -32,10 +32,10 @@ def assert_one_line_error(proc: subprocess.CompletedProcess, *words: str) -> Non
 def test_help_lists_the_commands():
     proc = run("--help")
     assert proc.returncode == 0
-    for name in ("synth", "demo", "extract", "curate"):
+    for name in ("synth", "demo", "extract", "curate", "download"):
         assert f"  {name} " in proc.stdout
     for cmd in (["synth", "--help"], ["synth", "serve", "--help"], ["demo", "--help"], ["extract", "--help"],
-                ["curate", "--help"]):
+                ["curate", "--help"], ["download", "--help"]):
         proc = run(*cmd)
         assert proc.returncode == 0 and "usage: openwit" in proc.stdout
 
@@ -56,6 +56,8 @@ def test_unknown_command():
     (["curate", "--input", "/tmp", "--output", "/tmp/x"], ["--queries is required"]),
     (["curate", "--input", "/tmp", "--output", "/tmp/x", "--queries", "/nonexistent.txt"], ["/nonexistent.txt"]),
     (["curate", "--langid", "magic"], ["--langid"]),
+    (["download", "--output", "/tmp/x"], ["--input and --output are required"]),
+    (["download", "--input", "/nonexistent", "--output", "/tmp/x"], ["/nonexistent"]),
 ])
 def test_bad_options_and_missing_paths_end_in_one_line(args, words):
     assert_one_line_error(run(*args), *words)
@@ -89,7 +91,7 @@ def test_synth_writes_a_crawl_and_serve_serves_it(tmp_path):
 def test_demo_quick_runs_end_to_end(tmp_path):
     proc = run("demo", "--quick", "--out", str(tmp_path / "demo"))
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "[3/5] probe" in proc.stdout and "[5/5] curate" in proc.stdout
+    assert "[3/6] probe" in proc.stdout and "[5/6] curate" in proc.stdout and "[6/6] download" in proc.stdout
     assert "funnel:" in proc.stdout and "curated pairs" in proc.stdout
     assert "INFO:" not in proc.stderr
     assert " NO " not in proc.stdout

@@ -1,0 +1,227 @@
+"""`openwit download`: img2dataset over the CURATED url list, with openwit's guards, fully
+accounted.
+
+img2dataset does the fetching, resizing and webdataset writing (its multiprocessing
+distributor here; its pyspark or ray distributor on a cluster). openwit adds, inside its
+workers (``pipeline.download_guard``): the address guard on every connection and redirect
+hop, capped redirects and bodies, robots.txt per host, a clear user agent, and a
+header-only pixel cap before any decode. The input is ordered so that consecutive urls
+come from different hosts (round robin over hosts), so no host gets a burst.
+
+Writes under --output:
+
+    shards/NNNNN.tar, NNNNN.parquet, NNNNN_stats.json   img2dataset's output, as it writes it
+    downloaded/NNNNN.parquet      DOWNLOADED: every curated row, with status and reason code
+    rejects/NNNNN.parquet         REJECT rows for every row that is not a sample
+    download_stats.json           the ledger: in = kept + sum(rejected by reason)
+
+A rerun skips finished shards (img2dataset's incremental mode) and first removes the
+files of shards that have no stats file yet (a killed run's partial shards).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import time
+from collections import Counter, defaultdict
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+import schemas
+from schemas import columns as C
+from pipeline import fileio, netguard
+from pipeline.cli import Parser
+
+SUMMARY = "download the curated url list with img2dataset, behind openwit's network guards"
+STAGE = "download"
+STATS_FILE = "download_stats.json"
+SUCCESS = "success"
+
+# img2dataset's error messages (and our guards' "<reason>: ..." ones) -> reason codes.
+_PATTERNS = [
+    (re.compile(r"^(forbidden_address|robots_disallowed|too_large_bytes|too_large_pixels):"), None),
+    (re.compile(r"redirect_loop"), "redirect_loop"),
+    (re.compile(r"too_many_redirects"), "too_many_redirects"),
+    (re.compile(r"X-Robots-Tag"), "opted_out"),
+    (re.compile(r"^HTTP Error (404|410)\b"), "not_found"),
+    (re.compile(r"^HTTP Error 5\d\d\b"), "server_error"),
+    (re.compile(r"^HTTP Error \d+"), "http_error"),
+    (re.compile(r"timed out|timeout", re.IGNORECASE), "timeout"),
+    (re.compile(r"IncompleteRead|peer closed|Connection broken", re.IGNORECASE), "truncated"),
+    (re.compile(r"^image too small"), "too_small"),
+    (re.compile(r"^image area too large"), "too_large_pixels"),
+    (re.compile(r"^aspect ratio too large"), "bad_aspect_ratio"),
+    (re.compile(r"decod|cannot identify|unsupported|not an image", re.IGNORECASE), "bad_format"),
+    (re.compile(r"refused|reset|unreachable|resolve|Name or service|urlopen error", re.IGNORECASE),
+     "connection_error"),
+]
+
+
+def reason_for(status: str, error: str | None) -> str | None:
+    """The reason code of an img2dataset row, None for a success."""
+    if status == SUCCESS:
+        return None
+    error = error or ""
+    for pattern, reason in _PATTERNS:
+        m = pattern.search(error)
+        if m:
+            return reason or m.group(1)
+    return "download_error"
+
+
+def interleave_by_host(rows: list[dict]) -> list[dict]:
+    """Round robin over hosts (in order of first appearance), keeping each host's order."""
+    by_host: dict[str, list[dict]] = defaultdict(list)
+    for row in rows:
+        by_host[urlsplit(row[C.URL]).netloc].append(row)
+    queues = list(by_host.values())
+    out = []
+    depth = 0
+    while len(out) < len(rows):
+        for q in queues:
+            if depth < len(q):
+                out.append(q[depth])
+        depth += 1
+    return out
+
+
+def _curated_path(path: str) -> Path:
+    p = Path(path)
+    return p / "curated" if (p / "curated").is_dir() else p
+
+
+def remove_partial_shards(shards: Path) -> int:
+    """Delete the files of shards that never wrote their stats (a killed run's leftovers)."""
+    if not shards.is_dir():
+        return 0
+    done = {p.name.removesuffix("_stats.json") for p in shards.glob("*_stats.json")}
+    removed = 0
+    for p in shards.iterdir():
+        shard = p.name.split(".")[0].split("_")[0]
+        if shard.isdigit() and shard not in done:
+            p.unlink()
+            removed += 1
+    return removed
+
+
+def _parser() -> Parser:
+    p = Parser(prog="openwit download", description=__doc__.split("\n\n")[0])
+    p.add_argument("--input", required=False, help="CURATED parquet folder (or a curate --output folder)")
+    p.add_argument("--output", required=False, help="output folder")
+    p.add_argument("--image-size", type=int, default=256, help="resize to this size (default: 256)")
+    p.add_argument("--resize-mode", default="border", choices=("no", "border", "keep_ratio", "keep_ratio_largest", "center_crop"))
+    p.add_argument("--encode-format", default="jpg", choices=("jpg", "png", "webp"))
+    p.add_argument("--encode-quality", type=int, default=95)
+    p.add_argument("--samples-per-shard", type=int, default=10_000)
+    p.add_argument("--processes", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--threads", type=int, default=32, help="fetching threads per process (default: 32)")
+    p.add_argument("--timeout", type=float, default=10, help="seconds per fetch (default: 10)")
+    p.add_argument("--retries", type=int, default=1)
+    p.add_argument("--min-image-size", type=int, default=16, help="smallest accepted side in pixels (default: 16)")
+    p.add_argument("--max-aspect-ratio", type=float, default=float("inf"))
+    p.add_argument("--max-pixels", type=int, default=64_000_000, help="refuse larger images before decoding")
+    p.add_argument("--max-bytes", type=int, default=32 << 20, help="refuse larger bodies (default: 32 MiB)")
+    p.add_argument("--max-redirects", type=int, default=5)
+    p.add_argument("--user-agent", default=netguard.DEFAULT_USER_AGENT)
+    p.add_argument("--no-robots", action="store_true", help="do not honour robots.txt (not recommended)")
+    p.add_argument("--allow-private-networks", action="store_true",
+                   help="fetch from loopback/private addresses too (tests, private mirrors)")
+    p.add_argument("--allow", action="append", default=[], help="an address or network to allow (repeatable)")
+    return p
+
+
+def run(argv: list[str]) -> dict:
+    args = _parser().parse_args(argv)
+    if not args.input or not args.output:
+        raise schemas.UserError("--input and --output are required")
+    curated = schemas.read_table(_curated_path(args.input), schemas.CURATED)
+    out = Path(args.output)
+    shards = out / "shards"
+    try:
+        (out / "_input").mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise schemas.UserError(f"--output {out}: cannot create this folder ({e.strerror})") from None
+    rows = interleave_by_host(curated.select([C.URL, C.TEXT, C.UID]).to_pylist())
+    pq.write_table(pa.Table.from_pylist(rows), out / "_input" / "urls.parquet")
+    removed = remove_partial_shards(shards)
+
+    import img2dataset
+
+    from pipeline.download_guard import guarded_img2dataset
+
+    guard = {"allow": tuple(args.allow), "allow_private": args.allow_private_networks,
+             "max_redirects": args.max_redirects, "max_bytes": args.max_bytes, "max_pixels": args.max_pixels,
+             "user_agent": args.user_agent, "robots": not args.no_robots, "timeout": args.timeout}
+    start = time.perf_counter()
+    with guarded_img2dataset(**guard):
+        img2dataset.download(
+            url_list=str(out / "_input"), input_format="parquet", url_col=C.URL, caption_col=C.TEXT,
+            save_additional_columns=[C.UID], output_folder=str(shards), output_format="webdataset",
+            image_size=args.image_size, resize_mode=args.resize_mode, encode_format=args.encode_format,
+            encode_quality=args.encode_quality, number_sample_per_shard=args.samples_per_shard,
+            processes_count=args.processes, thread_count=args.threads, timeout=args.timeout,
+            retries=args.retries, min_image_size=args.min_image_size, max_aspect_ratio=args.max_aspect_ratio,
+            compute_hash=C.SHA256, user_agent_token=netguard.USER_AGENT_TOKEN, enable_wandb=False,
+            incremental_mode="incremental", distributor="multiprocessing")
+    seconds = time.perf_counter() - start
+    stats = account(shards, out, curated.num_rows, set(curated[C.UID].to_pylist()))
+    stats.update({"partial_shards_removed": removed, "seconds": round(seconds, 2), "output": str(out)})
+    return stats
+
+
+def account(shards: Path, out: Path, expected: int, uids: set[str]) -> dict:
+    """DOWNLOADED and REJECT per shard from img2dataset's parquet, and the ledger."""
+    rejected: Counter = Counter()
+    kept = 0
+    seen: set[str] = set()
+    for part in sorted(shards.glob("*.parquet")):
+        table = pq.read_table(part)
+        down, rejects = [], []
+        for r in table.to_pylist():
+            reason = reason_for(r[C.STATUS], r[C.ERROR_MESSAGE])
+            seen.add(r[C.UID])
+            down.append({C.UID: r[C.UID], C.URL: r[C.URL], C.TEXT: r[C.CAPTION], C.KEY: r[C.KEY],
+                         C.SHARD: part.stem, C.STATUS: SUCCESS if reason is None else "failed", C.REASON: reason,
+                         C.ERROR_MESSAGE: r[C.ERROR_MESSAGE], C.WIDTH: r[C.WIDTH], C.HEIGHT: r[C.HEIGHT],
+                         C.ORIGINAL_WIDTH: r[C.ORIGINAL_WIDTH], C.ORIGINAL_HEIGHT: r[C.ORIGINAL_HEIGHT],
+                         C.SHA256: r[C.SHA256]})
+            if reason is None:
+                kept += 1
+            else:
+                rejected[reason] += 1
+                rejects.append({C.STAGE: STAGE, C.REASON: reason, C.DETAIL: (r[C.ERROR_MESSAGE] or "")[:200] or None,
+                                C.UID: r[C.UID], C.URL: r[C.URL], C.DUPLICATE_OF: None, C.SOURCE_FILE: part.name,
+                                C.SOURCE_OFFSET: None})
+        down.sort(key=lambda d: d[C.KEY])
+        schemas.write_table(pa.Table.from_pylist(down, schema=schemas.DOWNLOADED),
+                            out / "downloaded" / f"{part.stem}.parquet", schemas.DOWNLOADED)
+        schemas.write_table(pa.Table.from_pylist(rejects, schema=schemas.REJECT),
+                            out / "rejects" / f"{part.stem}.parquet", schemas.REJECT)
+    missing = len(uids - seen)
+    if missing:
+        rejected["download_error"] += missing  # rows img2dataset never reported: counted, not lost
+    stats = {"job": STAGE, "in": expected, "kept": kept, "rejected": dict(sorted(rejected.items())),
+             "missing_from_img2dataset": missing}
+    stats["ledger_ok"] = stats["in"] == kept + sum(rejected.values())
+    fileio.write_json(str(out / STATS_FILE), stats)
+    return stats
+
+
+def summary(stats: dict, output: str) -> str:
+    lines = [f"download: {stats['in']:,} urls -> {stats['kept']:,} images in {output}/shards "
+             f"({stats['kept'] / max(stats['in'], 1):.1%}) in {stats['seconds']:.1f}s "
+             f"({stats['in'] / max(stats['seconds'], 1e-9):,.0f} urls/s)"]
+    for reason, n in stats["rejected"].items():
+        lines.append(f"  rejected {reason:<18} {n:>8,}  {schemas.describe(reason)}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str]) -> int:
+    stats = run(argv)
+    print(summary(stats, stats["output"]))
+    return 0 if stats["ledger_ok"] else 1
