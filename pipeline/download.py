@@ -10,20 +10,27 @@ come from different hosts (round robin over hosts), so no host gets a burst.
 
 Writes under --output:
 
-    shards/NNNNN.tar, NNNNN.parquet, NNNNN_stats.json   img2dataset's output, as it writes it
+    shards/NNNNN.tar, NNNNN.parquet, NNNNN_stats.json   finished shards only (published from
+                                  _staging/, where img2dataset writes, by atomic hard links)
     downloaded/NNNNN.parquet      DOWNLOADED: every curated row, with status and reason code
     rejects/NNNNN.parquet         REJECT rows for every row that is not a sample
     download_stats.json           the ledger: in = kept + sum(rejected by reason)
 
-A rerun skips finished shards (img2dataset's incremental mode) and first removes the
-files of shards that have no stats file yet (a killed run's partial shards).
+img2dataset runs in its own process group under a watchdog that ends its known hang at the
+end of a job once every shard's stats file exists. Kill the stage at any moment and rerun
+it: finished shards are skipped (img2dataset's incremental mode), a killed run's partial
+shards are removed from _staging/ and redone, and shards/ never held a partial file.
 """
 
 from __future__ import annotations
 
-import argparse
+import contextlib
+import json
 import os
 import re
+import shutil
+import subprocess
+import sys
 import time
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -96,9 +103,12 @@ def _curated_path(path: str) -> Path:
 
 
 def remove_partial_shards(shards: Path) -> int:
-    """Delete the files of shards that never wrote their stats (a killed run's leftovers)."""
+    """Delete the files of shards that never wrote their stats (a killed run's leftovers),
+    and img2dataset's _tmp input split: left over, it makes a resumed run look for shard
+    inputs under the old numbering and fail."""
     if not shards.is_dir():
         return 0
+    shutil.rmtree(shards / "_tmp", ignore_errors=True)
     done = {p.name.removesuffix("_stats.json") for p in shards.glob("*_stats.json")}
     removed = 0
     for p in shards.iterdir():
@@ -132,7 +142,34 @@ def _parser() -> Parser:
     p.add_argument("--allow-private-networks", action="store_true",
                    help="fetch from loopback/private addresses too (tests, private mirrors)")
     p.add_argument("--allow", action="append", default=[], help="an address or network to allow (repeatable)")
+    p.add_argument("--hang-grace", type=float, default=30.0,
+                   help="seconds img2dataset may linger once every shard is done before it is ended (default: 30)")
     return p
+
+
+def publish(staging: Path, shards: Path) -> int:
+    """Hard-link every shard img2dataset has finished (its stats file exists) into ``shards``.
+
+    Each file appears under its final name by an atomic rename of a fresh link, stats
+    last, so ``shards`` never holds a partial tar; ``staging`` keeps its files, so
+    img2dataset's incremental mode still sees them as done. Returns the shards published.
+    """
+    shards.mkdir(parents=True, exist_ok=True)
+    count = 0
+    for stats in sorted(staging.glob("*_stats.json")):
+        shard = stats.name.removesuffix("_stats.json")
+        if (shards / stats.name).exists():
+            count += 1
+            continue
+        for name in (f"{shard}.tar", f"{shard}.parquet", stats.name):
+            src = staging / name
+            if src.exists():
+                tmp = shards / f".{name}.tmp"
+                tmp.unlink(missing_ok=True)
+                os.link(src, tmp)
+                os.replace(tmp, shards / name)
+        count += 1
+    return count
 
 
 def run(argv: list[str]) -> dict:
@@ -141,37 +178,78 @@ def run(argv: list[str]) -> dict:
         raise schemas.UserError("--input and --output are required")
     curated = schemas.read_table(_curated_path(args.input), schemas.CURATED)
     out = Path(args.output)
-    shards = out / "shards"
+    staging, shards = out / "_staging", out / "shards"
     try:
         (out / "_input").mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise schemas.UserError(f"--output {out}: cannot create this folder ({e.strerror})") from None
     rows = interleave_by_host(curated.select([C.URL, C.TEXT, C.UID]).to_pylist())
     pq.write_table(pa.Table.from_pylist(rows), out / "_input" / "urls.parquet")
-    removed = remove_partial_shards(shards)
+    removed = remove_partial_shards(staging)
+    expected_shards = max(1, -(-len(rows) // args.samples_per_shard))
 
-    import img2dataset
-
-    from pipeline.download_guard import guarded_img2dataset
-
-    guard = {"allow": tuple(args.allow), "allow_private": args.allow_private_networks,
-             "max_redirects": args.max_redirects, "max_bytes": args.max_bytes, "max_pixels": args.max_pixels,
-             "user_agent": args.user_agent, "robots": not args.no_robots, "timeout": args.timeout}
+    job = {"guard": {"allow": list(args.allow), "allow_private": args.allow_private_networks,
+                     "max_redirects": args.max_redirects, "max_bytes": args.max_bytes,
+                     "max_pixels": args.max_pixels, "user_agent": args.user_agent,
+                     "robots": not args.no_robots, "timeout": args.timeout},
+           "download": dict(
+               url_list=str(out / "_input"), input_format="parquet", url_col=C.URL, caption_col=C.TEXT,
+               save_additional_columns=[C.UID], output_folder=str(staging), output_format="webdataset",
+               image_size=args.image_size, resize_mode=args.resize_mode, encode_format=args.encode_format,
+               encode_quality=args.encode_quality, number_sample_per_shard=args.samples_per_shard,
+               processes_count=args.processes, thread_count=args.threads, timeout=args.timeout,
+               retries=args.retries, min_image_size=args.min_image_size,
+               max_aspect_ratio=args.max_aspect_ratio,  # json writes inf as Infinity and reads it back
+               compute_hash=C.SHA256, user_agent_token=netguard.USER_AGENT_TOKEN, enable_wandb=False,
+               incremental_mode="incremental", distributor="multiprocessing")}
     start = time.perf_counter()
-    with guarded_img2dataset(**guard):
-        img2dataset.download(
-            url_list=str(out / "_input"), input_format="parquet", url_col=C.URL, caption_col=C.TEXT,
-            save_additional_columns=[C.UID], output_folder=str(shards), output_format="webdataset",
-            image_size=args.image_size, resize_mode=args.resize_mode, encode_format=args.encode_format,
-            encode_quality=args.encode_quality, number_sample_per_shard=args.samples_per_shard,
-            processes_count=args.processes, thread_count=args.threads, timeout=args.timeout,
-            retries=args.retries, min_image_size=args.min_image_size, max_aspect_ratio=args.max_aspect_ratio,
-            compute_hash=C.SHA256, user_agent_token=netguard.USER_AGENT_TOKEN, enable_wandb=False,
-            incremental_mode="incremental", distributor="multiprocessing")
+    status = _run_watched(job, staging, shards, expected_shards, args.hang_grace)
     seconds = time.perf_counter() - start
+    published = publish(staging, shards)
     stats = account(shards, out, curated.num_rows, set(curated[C.UID].to_pylist()))
-    stats.update({"partial_shards_removed": removed, "seconds": round(seconds, 2), "output": str(out)})
+    stats.update({"partial_shards_removed": removed, "seconds": round(seconds, 2), "output": str(out),
+                  "shards_expected": expected_shards, "shards_done": published, "img2dataset": status})
+    fileio.write_json(str(out / STATS_FILE), stats)
     return stats
+
+
+def _run_watched(job: dict, staging: Path, shards: Path, expected: int, grace: float) -> str:
+    """Run img2dataset in its own process group; publish shards as they finish; end its
+    known hang at the end of the job (every shard's stats present, still running after
+    ``grace`` seconds) by ending the group. Returns how it ended."""
+    cmd = [sys.executable, "-m", "pipeline.download_guard", json.dumps(job)]
+    # Same process group as us, and each img2dataset process dies with its parent
+    # (download_guard sets that up): a killed stage leaves no orphan writing on.
+    child = subprocess.Popen(cmd)
+    all_done_since = None
+    last = -1
+    try:
+        while child.poll() is None:
+            time.sleep(0.5)
+            done = publish(staging, shards)
+            if done != last:
+                print(f"[download] shards {done}/{expected}", file=sys.stderr, flush=True)
+                last = done
+            if done >= expected:
+                all_done_since = all_done_since or time.monotonic()
+                if time.monotonic() - all_done_since > grace:
+                    _kill_tree(child.pid)
+                    child.wait(timeout=30)
+                    return "ended by the watchdog after every shard was done"
+    except BaseException:
+        _kill_tree(child.pid)
+        raise
+    return "finished" if child.returncode == 0 else f"exited with status {child.returncode}"
+
+
+def _kill_tree(pid: int) -> None:
+    import psutil
+
+    with contextlib.suppress(psutil.NoSuchProcess):
+        parent = psutil.Process(pid)
+        for proc in [*parent.children(recursive=True), parent]:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                proc.kill()
 
 
 def account(shards: Path, out: Path, expected: int, uids: set[str]) -> dict:
@@ -208,7 +286,6 @@ def account(shards: Path, out: Path, expected: int, uids: set[str]) -> dict:
     stats = {"job": STAGE, "in": expected, "kept": kept, "rejected": dict(sorted(rejected.items())),
              "missing_from_img2dataset": missing}
     stats["ledger_ok"] = stats["in"] == kept + sum(rejected.values())
-    fileio.write_json(str(out / STATS_FILE), stats)
     return stats
 
 

@@ -80,11 +80,23 @@ class GuardedDownloader(i2d_downloader.Downloader):
 _installed: dict | None = None
 
 
+def die_with_parent() -> None:
+    """Ask Linux to kill this process when its parent dies (no orphans after a kill -9)."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass  # not Linux: the stage's own process-tree kill still applies
+
+
 def install(guard: dict) -> None:
     """Make the guarded opener this process's urllib opener (once per configuration)."""
     global _installed
     if _installed == guard:
         return
+    die_with_parent()
     policy = netguard.AddressPolicy.from_strings(guard.get("allow", ()), guard.get("allow_private", False))
     opener = netguard.build_opener(policy, max_redirects=guard.get("max_redirects", 5),
                                    max_bytes=guard.get("max_bytes", 32 << 20),
@@ -107,3 +119,22 @@ def guarded_img2dataset(**guard) -> Iterator[None]:
     finally:
         i2d_main.Downloader = original
         GuardedDownloader.guard = {}
+
+
+def _main(argv: list[str]) -> int:
+    """Run one img2dataset job behind the guards: ``python -m pipeline.download_guard JOB_JSON``."""
+    import json
+
+    import img2dataset
+
+    die_with_parent()
+    job = json.loads(argv[0])
+    with guarded_img2dataset(**job["guard"]):
+        img2dataset.download(**job["download"])
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(_main(sys.argv[1:]))

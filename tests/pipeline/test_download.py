@@ -87,3 +87,41 @@ def test_every_fault_ends_as_its_reason_and_the_ledger_holds(web, curated, tmp_p
     again = download.run(argv)
     assert again["kept"] == stats["kept"] and again["rejected"] == stats["rejected"]
     assert web.stats()["requests"] == after["requests"]
+
+
+def _successes(folder) -> set[str]:
+    rows = schemas.read_table(folder / "downloaded", schemas.DOWNLOADED).to_pylist()
+    return {r[C.UID] for r in rows if r[C.STATUS] == "success"}
+
+
+@pytest.mark.slow
+def test_kill_9_then_rerun_equals_an_uninterrupted_run(web, curated, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    folder, faults = curated
+    common = ["--input", str(folder), "--allow", "127.0.0.0/8", "--processes", "1", "--threads", "2",
+              "--timeout", "1", "--retries", "1", "--image-size", "32", "--samples-per-shard", "4", "--hang-grace", "5"]
+    full = download.run([*common, "--output", str(tmp_path / "full")])
+    assert full["shards_done"] == full["shards_expected"] and full["ledger_ok"]
+
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "download", *common, "--output", str(killed)],
+                            start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not list((killed / "shards").glob("*_stats.json")):
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done_before = {p.name.removesuffix("_stats.json") for p in (killed / "shards").glob("*_stats.json")}
+    assert 0 < len(done_before) < full["shards_expected"]
+    for f in (killed / "shards").iterdir():  # shards/ holds finished shards only, never a partial tar
+        assert f.name.split(".")[0].split("_")[0] in done_before, f.name
+
+    resumed = download.run([*common, "--output", str(killed)])
+    assert resumed["shards_done"] == full["shards_expected"] and resumed["ledger_ok"]
+    assert _successes(killed) == _successes(tmp_path / "full")
+    assert resumed["kept"] == full["kept"] and resumed["rejected"] == full["rejected"]
