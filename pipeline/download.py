@@ -142,6 +142,8 @@ def _parser() -> Parser:
     p.add_argument("--allow-private-networks", action="store_true",
                    help="fetch from loopback/private addresses too (tests, private mirrors)")
     p.add_argument("--allow", action="append", default=[], help="an address or network to allow (repeatable)")
+    p.add_argument("--max-per-host", type=int, default=8,
+                   help="requests in flight per host and process, at most (default: 8; 0: no bound)")
     p.add_argument("--hang-grace", type=float, default=30.0,
                    help="seconds img2dataset may linger once every shard is done before it is ended (default: 30)")
     return p
@@ -191,7 +193,8 @@ def run(argv: list[str]) -> dict:
     job = {"guard": {"allow": list(args.allow), "allow_private": args.allow_private_networks,
                      "max_redirects": args.max_redirects, "max_bytes": args.max_bytes,
                      "max_pixels": args.max_pixels, "user_agent": args.user_agent,
-                     "robots": not args.no_robots, "timeout": args.timeout},
+                     "robots": not args.no_robots, "timeout": args.timeout,
+                     "max_per_host": args.max_per_host},
            "download": dict(
                url_list=str(out / "_input"), input_format="parquet", url_col=C.URL, caption_col=C.TEXT,
                save_additional_columns=[C.UID], output_folder=str(staging), output_format="webdataset",

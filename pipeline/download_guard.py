@@ -101,7 +101,8 @@ def install(guard: dict) -> None:
     opener = netguard.build_opener(policy, max_redirects=guard.get("max_redirects", 5),
                                    max_bytes=guard.get("max_bytes", 32 << 20),
                                    user_agent=guard.get("user_agent", netguard.DEFAULT_USER_AGENT),
-                                   robots=guard.get("robots", True), timeout=guard.get("timeout", 10.0))
+                                   robots=guard.get("robots", True), timeout=guard.get("timeout", 10.0),
+                                   max_per_host=guard.get("max_per_host", 0))
     urllib.request.install_opener(opener)
     _installed = dict(guard)
 

@@ -148,22 +148,47 @@ def _guarded_connection(base: type, policy: AddressPolicy) -> type:
     return Guarded
 
 
+class HostLimiter:
+    """At most ``per_host`` requests of this process waiting on the same host at once."""
+
+    def __init__(self, per_host: int):
+        self.per_host = per_host
+        self._slots: dict[str, threading.BoundedSemaphore] = {}
+        self._lock = threading.Lock()
+
+    def slot(self, host: str) -> threading.BoundedSemaphore:
+        with self._lock:
+            sem = self._slots.get(host)
+            if sem is None:
+                sem = self._slots[host] = threading.BoundedSemaphore(self.per_host)
+            return sem
+
+
 class GuardedHTTPHandler(urllib.request.HTTPHandler):
-    def __init__(self, policy: AddressPolicy):
+    def __init__(self, policy: AddressPolicy, limiter: HostLimiter | None = None):
         super().__init__()
         self._connection = _guarded_connection(http.client.HTTPConnection, policy)
+        self._limiter = limiter
 
     def http_open(self, req: urllib.request.Request):
-        return self.do_open(self._connection, req)
+        if self._limiter is None:
+            return self.do_open(self._connection, req)
+        with self._limiter.slot(req.host):  # held until the response headers are in
+            return self.do_open(self._connection, req)
 
 
 class GuardedHTTPSHandler(urllib.request.HTTPSHandler):
-    def __init__(self, policy: AddressPolicy, context: ssl.SSLContext | None = None):
+    def __init__(self, policy: AddressPolicy, context: ssl.SSLContext | None = None,
+                 limiter: HostLimiter | None = None):
         super().__init__(context=context)
         self._connection = _guarded_connection(http.client.HTTPSConnection, policy)
+        self._limiter = limiter
 
     def https_open(self, req: urllib.request.Request):
-        return self.do_open(self._connection, req, context=self._context)
+        if self._limiter is None:
+            return self.do_open(self._connection, req, context=self._context)
+        with self._limiter.slot(req.host):
+            return self.do_open(self._connection, req, context=self._context)
 
 
 class CappedRedirectHandler(urllib.request.HTTPRedirectHandler):
@@ -250,14 +275,16 @@ class RobotsProcessor(urllib.request.BaseHandler):
 
 
 def build_opener(policy: AddressPolicy, max_redirects: int = 5, max_bytes: int = 32 << 20,
-                 user_agent: str | None = None, robots: bool = False,
-                 timeout: float = 10.0) -> urllib.request.OpenerDirector:
+                 user_agent: str | None = None, robots: bool = False, timeout: float = 10.0,
+                 max_per_host: int = 0) -> urllib.request.OpenerDirector:
     """An opener whose every connection, redirect and body obeys the limits; with
     ``robots``, every request is first checked against the host's robots.txt (fetched
-    once per host through the same guards)."""
+    once per host through the same guards); with ``max_per_host``, at most that many
+    requests of this process wait on one host at a time."""
+    limiter = HostLimiter(max_per_host) if max_per_host > 0 else None
     handlers: list[urllib.request.BaseHandler] = [
-        GuardedHTTPHandler(policy), GuardedHTTPSHandler(policy), CappedRedirectHandler(max_redirects),
-        ByteCapProcessor(max_bytes)]
+        GuardedHTTPHandler(policy, limiter), GuardedHTTPSHandler(policy, limiter=limiter),
+        CappedRedirectHandler(max_redirects), ByteCapProcessor(max_bytes)]
     if user_agent:
         handlers.append(UserAgentProcessor(user_agent))
     if robots:

@@ -123,3 +123,39 @@ def test_opener_with_robots_refuses_disallowed_paths_and_sends_our_user_agent(we
     with opener.open(request, timeout=5) as resp:
         assert resp.status == 200
     assert request.get_header("User-agent") == "openwit-test/1"
+
+
+def test_requests_per_host_are_bounded(web, rows):
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from pipeline.netguard import HostLimiter
+
+    limiter = HostLimiter(2)
+    inside, peak, lock = [0], [0], threading.Lock()
+    original = limiter.slot
+
+    class Counting:
+        def __init__(self, sem):
+            self.sem = sem
+
+        def __enter__(self):
+            self.sem.acquire()
+            with lock:
+                inside[0] += 1
+                peak[0] = max(peak[0], inside[0])
+
+        def __exit__(self, *exc):
+            with lock:
+                inside[0] -= 1
+            self.sem.release()
+
+    limiter.slot = lambda host: Counting(original(host))  # type: ignore[method-assign]
+    from pipeline.netguard import GuardedHTTPHandler
+    opener = urllib.request.build_opener(GuardedHTTPHandler(AddressPolicy(allow_private=True), limiter))
+    clean = url_with(rows, "none")
+    host = urlsplit(clean).netloc
+    urls = [clean.replace(urlsplit(clean).netloc, host)] * 6
+    with ThreadPoolExecutor(6) as pool:
+        list(pool.map(lambda u: opener.open(u, timeout=5).read(), urls))
+    assert 1 <= peak[0] <= 2
