@@ -226,12 +226,13 @@ def _run_watched(job: dict, staging: Path, shards: Path, expected: int, grace: f
     child = subprocess.Popen(cmd)
     all_done_since = None
     last = -1
+    started = time.monotonic()
     try:
         while child.poll() is None:
             time.sleep(0.5)
             done = publish(staging, shards)
             if done != last:
-                print(f"[download] shards {done}/{expected}", file=sys.stderr, flush=True)
+                _progress(shards, done, expected, time.monotonic() - started)
                 last = done
             if done >= expected:
                 all_done_since = all_done_since or time.monotonic()
@@ -243,6 +244,20 @@ def _run_watched(job: dict, staging: Path, shards: Path, expected: int, grace: f
         _kill_tree(child.pid)
         raise
     return "finished" if child.returncode == 0 else f"exited with status {child.returncode}"
+
+
+def _progress(shards: Path, done: int, expected: int, elapsed: float) -> None:
+    """One line: shards done, images/s, success rate, ETA (from the published stats files)."""
+    count = ok = 0
+    for stats in shards.glob("*_stats.json"):
+        with contextlib.suppress(OSError, ValueError):
+            data = json.loads(stats.read_text())
+            count += data.get("count", 0)
+            ok += data.get("successes", 0)
+    eta = f"{elapsed / done * (expected - done):.0f}s" if done else "?"
+    rate = f"{ok / max(count, 1):.1%}" if count else "-"
+    print(f"[download] shards {done}/{expected}  {ok / max(elapsed, 1e-9):,.0f} images/s  success {rate}  "
+          f"ETA {eta}", file=sys.stderr, flush=True)
 
 
 def _kill_tree(pid: int) -> None:
