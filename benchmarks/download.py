@@ -89,8 +89,8 @@ def main() -> None:
         tag = "(baseline)" if name == "img2dataset" else f"x{rate / (base_ok / base_wall):.2f}"
         print(f"{name:<12} {ok:>7,} images in {wall:6.1f}s  {rate:7.1f} images/s  {rate / 2:6.1f} per core  "
               f"{used / max(ok, 1) * 1000:6.2f} CPU-ms per image  {tag}")
-    print(f"(img2dataset without guards also fetched what openwit refuses: robots-disallowed paths, "
-          f"redirects to 0.0.0.0, X-Robots-Tag is honoured by both)")
+    print("(img2dataset without guards also fetched what openwit refuses: robots-disallowed paths, "
+          "redirects to 0.0.0.0, X-Robots-Tag is honoured by both)")
 
 
 if __name__ == "__main__":

@@ -9,7 +9,6 @@ network guards. Stages join this command as they land.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import sys
 import time
