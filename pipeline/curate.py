@@ -292,7 +292,8 @@ def add_args(parser: argparse.ArgumentParser) -> None:
 
 
 
-def candidate_files(specs: list[str]) -> list[str]:
+def candidate_files(specs: list[str]) -> tuple[list[str], int]:
+    """The CANDIDATE files named by ``specs`` and their total row count (one footer read each)."""
     expanded = []
     for spec in specs:
         for item in spec.split(","):
@@ -305,14 +306,16 @@ def candidate_files(specs: list[str]) -> list[str]:
                 item = fileio.join(item, "*.parquet")
             expanded.append(item)
     files = fileio.expand_inputs(expanded)
+    rows = 0
     for f in files:  # refuse unknown schema versions now, in one line, not in a worker
         with fileio.open_read(f) as fh:
             try:
-                file_schema = pq.ParquetFile(fh).schema_arrow
+                parquet = pq.ParquetFile(fh)
             except Exception as e:
                 raise schemas.SchemaError(f"{f}: not a readable Parquet file ({e})") from None
-        schemas.check_metadata(file_schema, schemas.CANDIDATE, f)
-    return files
+            schemas.check_metadata(parquet.schema_arrow, schemas.CANDIDATE, f)
+            rows += parquet.metadata.num_rows
+    return files, rows
 
 
 def build(p: beam.Pipeline, files: list[str], output: str, curate: CurateCandidates) -> None:
@@ -357,12 +360,11 @@ def run(argv: list[str] | None = None) -> dict:
         raise schemas.UserError(f"--queries {args.queries}: no such file")
     if args.target_size is not None and args.target_size <= 0 or args.rows_per_file <= 0 or args.shards < 0:
         raise schemas.UserError("--target-size, --rows-per-file and --shards must be positive")
-    files = candidate_files(args.input)
+    files, candidates = candidate_files(args.input)
     fileio.makedirs(args.output)
     languages = None if args.languages.strip().lower() == "all" else frozenset(
         x.strip() for x in args.languages.split(",") if x.strip())
     rules = textclean.TextRules(args.min_chars, args.min_words, args.max_chars, args.max_url_chars)
-    candidates = sum(pq.ParquetFile(fileio.open_read(f)).metadata.num_rows for f in files)
     shards = args.shards or max(2 * (os.cpu_count() or 1), math.ceil(candidates / args.rows_per_file))
     curate = CurateCandidates(args.queries, rules, args.seed, args.t, args.target_size, languages,
                               args.lowercase, args.dedupe_url, args.langid, shards)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import logging
 import os
 import sys
@@ -39,8 +38,6 @@ def local_defaults(argv: list[str]) -> list[str]:
             extra.append("--direct_running_mode=multi_processing")
         if "--direct_num_workers" not in flags:
             extra.append(f"--direct_num_workers={os.cpu_count() or 1}")
-        # Local worker processes read their options from the environment: keep them quiet.
-        os.environ.setdefault("PIPELINE_OPTIONS", json.dumps({"options": {"default_sdk_harness_log_level": "WARNING"}}))
     return [*argv, *extra]
 
 
