@@ -15,6 +15,7 @@ from schemas.tables import (
     CURATED,
     DOWNLOADED,
     GROUND_TRUTH,
+    KEEP,
     KNOWN_VERSIONS,
     QUERY_COUNTS,
     REJECT,
@@ -24,7 +25,7 @@ from schemas.tables import (
 )
 
 __all__ = [
-    "ALL", "CANDIDATE", "CURATED", "DOWNLOADED", "GROUND_TRUTH", "KNOWN_VERSIONS",
+    "ALL", "CANDIDATE", "CURATED", "DOWNLOADED", "GROUND_TRUTH", "KEEP", "KNOWN_VERSIONS",
     "QUERY_COUNTS", "REASONS", "REJECT", "SCHEMA_VERSION", "SHARD_INDEX", "SchemaError",
     "UserError", "check_metadata", "columns", "describe", "parquet_files", "read_table",
     "schema_name", "uid", "validate", "write_table",

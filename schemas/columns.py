@@ -32,7 +32,10 @@ HEIGHT = "height"
 ORIGINAL_WIDTH = "original_width"
 ORIGINAL_HEIGHT = "original_height"
 SHA256 = "sha256"
-PHASH = "phash"
+PHASH = "phash"  # 64-bit perceptual hash (imagehash pHash, big-endian bit order)
+DHASH = "dhash"  # 64-bit difference hash (optional second key)
+TAR_OFFSET = "tar_offset"  # byte offset of the sample's first member header in its tar
+TAR_BYTES = "tar_bytes"  # bytes the sample's members take in the tar, headers included
 CAPTION = "caption"
 
 # Ledger.

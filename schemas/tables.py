@@ -79,6 +79,24 @@ DOWNLOADED = _schema(
     ],
 )
 
+# dedupe -> the keep set: one row per training image that survives deduplication and
+# decontamination, with where its image is in the downloaded shards.
+KEEP = _schema(
+    "KEEP",
+    [
+        _req(C.UID, pa.string()),
+        _req(C.SHARD, pa.string()),
+        _req(C.KEY, pa.string()),
+        _req(C.SHA256, pa.string()),
+        _req(C.PHASH, pa.uint64()),
+        _opt(C.DHASH, pa.uint64()),
+        _opt(C.WIDTH, pa.int32()),
+        _opt(C.HEIGHT, pa.int32()),
+        _opt(C.ORIGINAL_WIDTH, pa.int32()),
+        _opt(C.ORIGINAL_HEIGHT, pa.int32()),
+    ],
+)
+
 # shard -> the manifest of the final training shards, one row per sample.
 SHARD_INDEX = _schema(
     "SHARD_INDEX",
@@ -87,15 +105,21 @@ SHARD_INDEX = _schema(
         _req(C.SHARD, pa.string()),
         _req(C.SHARD_POSITION, pa.int32()),
         _req(C.KEY, pa.string()),
+        _req(C.TAR_OFFSET, pa.int64()),
+        _req(C.TAR_BYTES, pa.int64()),
         _req(C.URL, pa.string()),
         _req(C.TEXT, pa.string()),
-        _opt(C.PAGE_URL, pa.string()),
         _opt(C.LANG, pa.string()),
+        _opt(C.LANG_PROB, pa.float32()),
         _req(C.MATCHED_QUERIES, pa.list_(pa.string())),
         _req(C.WIDTH, pa.int32()),
         _req(C.HEIGHT, pa.int32()),
+        _opt(C.ORIGINAL_WIDTH, pa.int32()),
+        _opt(C.ORIGINAL_HEIGHT, pa.int32()),
         _req(C.SHA256, pa.string()),
         _req(C.PHASH, pa.uint64()),
+        _opt(C.DHASH, pa.uint64()),
+        *_PROVENANCE,
     ],
 )
 
@@ -164,6 +188,7 @@ ALL: dict[str, pa.Schema] = {
     "CANDIDATE": CANDIDATE,
     "CURATED": CURATED,
     "DOWNLOADED": DOWNLOADED,
+    "KEEP": KEEP,
     "SHARD_INDEX": SHARD_INDEX,
     "REJECT": REJECT,
     "QUERY_COUNTS": QUERY_COUNTS,

@@ -36,7 +36,7 @@ import pyarrow as pa
 
 import schemas
 from schemas import columns as C
-from pipeline.synth import captions
+from pipeline.synth import captions, world
 from pipeline.synth.world import (
     BACKGROUNDS, COLOURS, FAULTS, FORMATS, PLACEMENTS, SHAPES, SIZES, VARIANTS, ImageSpec,
     eval_spec, heldout_combos, seed_int,
@@ -48,6 +48,7 @@ WAT_DIR = "wat"
 WARC_DIR = "warc"
 WARC_PATHS = "warc.paths"
 GROUND_TRUTH_DIR = "ground_truth"
+EVAL_IMAGES_DIR = "eval/heldout"
 CRAWL_DATE = "20261128"
 SOFTWARE = "openwit-synth/1"
 
@@ -556,6 +557,7 @@ def generate(cfg: CrawlConfig, out: str | os.PathLike, workers: int = 0,
         if pool:
             pool.close()
             pool.join()
+    eval_files = write_eval_images(cfg, out / EVAL_IMAGES_DIR)
     names = [wat_name(i) for i in range(cfg.files)]
     (out / WAT_PATHS).write_text("".join(f"{WAT_DIR}/{n}\n" for n in names))
     if cfg.warc:
@@ -566,12 +568,23 @@ def generate(cfg: CrawlConfig, out: str | os.PathLike, workers: int = 0,
         "heldout_combinations": sorted([SHAPES[s], COLOURS[c]] for s, c in heldout_combos(cfg.seed)),
         "kind_mix": cfg.kind_mix, "huge_alts_per_file": cfg.huge_alts_per_file, "warc": cfg.warc,
         "counts": dict(sorted(totals.items())), "wat_files": [f"{WAT_DIR}/{n}" for n in names],
-        "ground_truth": GROUND_TRUTH_DIR,
+        "ground_truth": GROUND_TRUTH_DIR, "eval_images": EVAL_IMAGES_DIR, "eval_image_count": eval_files,
     }
     tmp = out / f".{MANIFEST}.tmp"
     tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
     os.replace(tmp, out / MANIFEST)
     return manifest
+
+
+def write_eval_images(cfg: CrawlConfig, folder: Path) -> int:
+    """The held-out evaluation images (``eval_spec(seed, k)``, k < eval_size) as PNG files
+    ``NNNNN.png``: what the crawl's eval_item links copy, and what dedupe must find."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for k in range(cfg.eval_size):
+        tmp = folder / f".{k:05d}.png.tmp"
+        world.render_image(eval_spec(cfg.seed, k)).save(tmp, "PNG")
+        os.replace(tmp, folder / f"{k:05d}.png")
+    return cfg.eval_size
 
 
 def load_manifest(crawl: str | os.PathLike) -> dict:

@@ -1,0 +1,430 @@
+"""`openwit shard` (Beam): the keep set -> the final training shards, byte-reproducible.
+
+Reads the dedupe keep set (KEEP), the downloaded shards it points into and the CURATED rows
+(captions, page urls, languages, matched queries), and writes under --output:
+
+    NNNNN.tar            exactly --samples-per-shard samples (the last may be short), each
+                         as ``{uid}.jpg``, ``{uid}.json``, ``{uid}.txt`` adjacent, extensions
+                         sorted; mtime 0, owner 0/0 and mode 0644 on every member, so the
+                         same inputs give the same bytes
+    NNNNN_stats.json     per shard: samples, bytes, image bytes, caption characters, sha256
+    index/NNNNN.parquet  SHARD_INDEX: one row per sample with its position, byte offset and
+                         size in the tar, and every curation column
+    sizes.json           {"NNNNN.tar": samples} (open_clip reads it for the dataset size)
+    README.md            the dataset card: counts, funnel, schema version, command lines
+    shard_stats.json     the ledger: in = kept + rejected (missing_sample)
+
+Order: samples are sorted by blake2b(seed, uid), so neighbours in a shard come from unrelated
+hosts and queries; the global sort is exact and distributed (hash ranges of ~--range-rows
+samples, counted first, each sorted on its own, ranks from the counts' prefix sums).
+
+Image bytes are shuffled once: each downloaded tar is read once and its samples go, in one
+batch per output shard, to the worker writing that shard. Every file is written under a temp
+name and renamed; sizes.json and the card are written last, so a folder with sizes.json is
+complete. A rerun (after a crash or not) rewrites the same bytes and removes shards of an
+earlier run that the new one does not have.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import json
+import os
+import shlex
+import tarfile
+import time
+from collections import defaultdict
+from typing import Iterable, Iterator
+
+import apache_beam as beam
+import pyarrow as pa
+from apache_beam.metrics import Metrics
+from apache_beam.metrics.metric import MetricsFilter
+
+import schemas
+from schemas import columns as C
+from pipeline import fileio, options, outputs
+
+SUMMARY = "write the final training shards (webdataset tar + SHARD_INDEX + sizes.json + card) from the keep set (Beam)"
+STAGE = "shard"  # not-a-column
+STATS_FILE = "shard_stats.json"
+SIZES_FILE = "sizes.json"
+CARD_FILE = "README.md"
+INDEX_DIR = "index"
+TEXT_EXT, JSON_EXT = "txt", "json"
+
+
+def _counter(name: str) -> Metrics.DelegatingCounter:
+    return Metrics.counter(f"openwit.{STAGE}", name)
+
+
+def order_key(seed: int, uid: str) -> int:
+    """The sample's place in the dataset order: a 64-bit hash of (seed, uid)."""
+    return int.from_bytes(hashlib.blake2b(f"{seed}\x1f{uid}".encode(), digest_size=8).digest(), "big")
+
+
+def shard_name(index: int) -> str:
+    return f"{index:05d}"
+
+
+def _reject(uid: str, detail: str, source: str | None) -> dict:
+    return {C.STAGE: STAGE, C.REASON: "missing_sample", C.DETAIL: detail, C.UID: uid, C.URL: None,
+            C.DUPLICATE_OF: None, C.SOURCE_FILE: source, C.SOURCE_OFFSET: None}
+
+
+# -- reading -------------------------------------------------------------------------------
+
+def read_rows(path: str, schema: pa.Schema, columns: list[str] | None = None) -> Iterator[dict]:
+    table = schemas.read_table(path, schema)
+    yield from (table.select(columns) if columns else table).to_pylist()
+
+
+def tar_keys(job: tuple[str, str]) -> Iterator[tuple[tuple[str, str], str]]:
+    """((source shard, key), image extension) for every image member of a downloaded tar,
+    from the member headers only (a local tar is not read past its headers)."""
+    shard, path = job
+    if fileio.is_local(path):
+        tar = tarfile.open(path, mode="r:")
+    else:
+        tar = tarfile.open(fileobj=fileio.open_read(path), mode="r|*")
+    with tar:
+        for member in tar:
+            key, _, ext = member.name.rpartition("/")[2].partition(".")
+            if member.isfile() and ext.lower() in ("jpg", "jpeg", "png", "webp"):
+                yield (shard, key), ext.lower()
+
+
+def join_meta(joined: tuple[str, dict]) -> Iterator:
+    """uid -> {keep, curated} -> one sample record, or a missing_sample reject."""
+    uid, parts = joined
+    keeps, cur = list(parts["keep"]), list(parts["curated"])
+    if keeps and not cur:
+        _counter("missing_sample").inc()
+        yield beam.pvalue.TaggedOutput("rejects", _reject(uid, "no CURATED row for this uid", f"{keeps[0][C.SHARD]}.tar"))
+    elif keeps:  # curated rows without a keep row were dropped by download or dedupe
+        yield (keeps[0][C.SHARD], keeps[0][C.KEY]), {**cur[0], **keeps[0]}
+
+
+def attach_image(joined: tuple[tuple[str, str], dict]) -> Iterator:
+    """(source shard, key) -> {meta, ext}: the sample with its image extension, or a reject."""
+    (shard, key), parts = joined
+    metas, exts = list(parts["meta"]), list(parts["ext"])
+    for meta in metas:
+        if not exts:
+            _counter("missing_sample").inc()
+            yield beam.pvalue.TaggedOutput("rejects", _reject(meta[C.UID], f"no image {key}.* in {shard}.tar",
+                                                              f"{shard}.tar"))
+            continue
+        yield {**meta, "_ext": exts[0]}
+
+
+# -- ordering ------------------------------------------------------------------------------
+
+def range_of(key: int, bits: int) -> int:
+    return key >> (64 - bits) if bits else 0
+
+
+class RankFn(beam.DoFn):
+    """One hash range -> its samples with their global rank, output shard and position."""
+
+    def __init__(self, per_shard: int):
+        self.per_shard = per_shard
+        self._starts: dict[int, int] | None = None
+
+    def process(self, group: tuple[int, Iterable[dict]], counts: dict[int, int]) -> Iterator:
+        rng, samples = group
+        if self._starts is None:  # prefix sums of the range counts, once per worker
+            self._starts, total = {}, 0
+            for r in sorted(counts):
+                self._starts[r] = total
+                total += counts[r]
+        start = self._starts[rng]
+        for i, s in enumerate(sorted(samples, key=lambda s: (s["_order"], s[C.UID]))):
+            rank = start + i
+            s[C.SHARD], s[C.SHARD_POSITION] = shard_name(rank // self.per_shard), rank % self.per_shard
+            yield s
+
+
+# -- copying and writing -------------------------------------------------------------------
+
+def copy_from_source(group: tuple[str, Iterable[dict]], source_tars: dict[str, str]) -> Iterator:
+    """One downloaded tar -> (output shard, [(position, sample, image bytes)]) batches."""
+    source, samples = group
+    wanted = {s[C.KEY]: s for s in samples}
+    images: dict[str, bytes] = {}
+    path = source_tars[source]
+    with fileio.open_read(path) as fh, tarfile.open(fileobj=fh, mode="r|*") as tar:
+        for member in tar:
+            key, _, ext = member.name.rpartition("/")[2].partition(".")
+            s = wanted.get(key)
+            if s is not None and member.isfile() and ext.lower() == s["_ext"] and key not in images:
+                images[key] = tar.extractfile(member).read()
+    batches: dict[str, list] = defaultdict(list)
+    for key, s in wanted.items():
+        batches[s[C.SHARD]].append((s[C.SHARD_POSITION], s, images.get(key)))
+    yield from batches.items()
+
+
+def sample_json(s: dict) -> bytes:
+    doc = {C.UID: s[C.UID], C.URL: s[C.URL], C.PAGE_URL: s.get(C.PAGE_URL), C.LANG: s.get(C.LANG),
+           C.MATCHED_QUERIES: list(s.get(C.MATCHED_QUERIES) or []), C.WIDTH: s.get(C.WIDTH),
+           C.HEIGHT: s.get(C.HEIGHT), C.ORIGINAL_WIDTH: s.get(C.ORIGINAL_WIDTH),
+           C.ORIGINAL_HEIGHT: s.get(C.ORIGINAL_HEIGHT), C.SHA256: s[C.SHA256],
+           C.PHASH: f"{s[C.PHASH]:016x}", C.DHASH: f"{s[C.DHASH]:016x}" if s.get(C.DHASH) is not None else None}
+    return json.dumps(doc, ensure_ascii=False, sort_keys=True, separators=(",", ":")).encode()
+
+
+def _member(name: str, size: int) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.size, info.mtime, info.mode = size, 0, 0o644
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    return info
+
+
+def write_shard(group: tuple[str, Iterable[list]], output: str) -> dict:
+    """All batches of one output shard -> NNNNN.tar, index/NNNNN.parquet, NNNNN_stats.json."""
+    name, batches = group
+    items = sorted((it for batch in batches for it in batch), key=lambda it: it[0])
+    rows, image_bytes, chars = [], 0, 0
+    with fileio.atomic_local(fileio.join(output, f"{name}.tar")) as tmp:
+        with open(tmp, "wb") as fh:
+            with tarfile.open(fileobj=fh, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+                for position, s, image in items:
+                    if image is None:
+                        raise RuntimeError(f"{s[C.UID]}: image {s[C.KEY]} vanished from {s['_source']}.tar "
+                                           "while the job ran")
+                    start = fh.tell()
+                    text = s[C.TEXT].encode("utf-8")
+                    members = {s["_ext"]: image, JSON_EXT: sample_json(s), TEXT_EXT: text}
+                    for ext in sorted(members):
+                        data = members[ext]
+                        tar.addfile(_member(f"{s[C.UID]}.{ext}", len(data)), io.BytesIO(data))
+                    image_bytes += len(image)
+                    chars += len(s[C.TEXT])
+                    rows.append(_index_row(s, name, position, start, fh.tell() - start))
+        digest = hashlib.sha256()
+        with open(tmp, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+        size = os.path.getsize(tmp)
+    outputs.write_rows(fileio.join(output, INDEX_DIR, f"{name}.parquet"), rows, schemas.SHARD_INDEX)
+    stats = {"file": f"{name}.tar", "samples": len(rows), "bytes": size, "image_bytes": image_bytes,
+             "caption_chars": chars, "file_sha256": digest.hexdigest()}
+    fileio.write_json(fileio.join(output, f"{name}_stats.json"), stats)
+    _counter("kept").inc(len(rows))
+    return stats
+
+
+def _index_row(s: dict, shard: str, position: int, offset: int, size: int) -> dict:
+    row = {n: s.get(n) for n in schemas.SHARD_INDEX.names}
+    row.update({C.SHARD: shard, C.SHARD_POSITION: position, C.KEY: s[C.UID], C.TAR_OFFSET: offset,
+                C.TAR_BYTES: size, C.MATCHED_QUERIES: list(s.get(C.MATCHED_QUERIES) or [])})
+    return row
+
+
+# -- the job -------------------------------------------------------------------------------
+
+def add_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--keep", default=None, help="a dedupe --output folder (or its keep/ folder)")
+    parser.add_argument("--images", default=None, help="the download --output folder the keep set points into")
+    parser.add_argument("--curated", default=None, help="the curate --output folder (or its curated/ folder)")
+    parser.add_argument("--output", default=None, help="output folder for the training shards")
+    parser.add_argument("--samples-per-shard", type=int, default=10_000, help="samples per tar (default: 10,000)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the sample order (default: 0)")
+    parser.add_argument("--range-rows", type=int, default=200_000,
+                        help="samples per hash range of the distributed sort (default: 200,000)")
+    parser.add_argument("--name", default=None, help="dataset name for the card (default: the output folder name)")
+
+
+def _folder(path: str, sub: str) -> str:
+    inner = fileio.join(path, sub)
+    return inner if fileio.exists(inner) else path
+
+
+def _parquet(folder: str, flag: str, schema: pa.Schema) -> tuple[list[str], int]:
+    import pyarrow.parquet as pq
+
+    files = schemas.parquet_files(folder) if fileio.is_local(folder) else fileio.expand_inputs([fileio.join(folder, "*.parquet")])
+    if not files:
+        raise schemas.UserError(f"{flag} {folder}: no parquet files")
+    rows = 0
+    for f in files:
+        with fileio.open_read(str(f)) as fh:
+            pf = pq.ParquetFile(fh)
+            schemas.check_metadata(pf.schema_arrow, schema, f)
+            rows += pf.metadata.num_rows
+    return [str(f) for f in files], rows
+
+
+def build(p: beam.Pipeline, keep_files: list[str], curated_files: list[str], source_tars: dict[str, str],
+          output: str, per_shard: int, seed: int, bits: int) -> None:
+    keep = (p | "KeepFiles" >> beam.Create(keep_files)
+            | "ReadKeep" >> beam.FlatMap(read_rows, schemas.KEEP)
+            | "KeepByUid" >> beam.Map(lambda r: (r[C.UID], r)))
+    wanted = (C.UID, C.URL, C.TEXT, C.LANG, C.LANG_PROB, C.MATCHED_QUERIES, C.PAGE_URL,
+              C.SOURCE_FILE, C.SOURCE_OFFSET, C.SOURCE_FORMAT)
+    curated = (p | "CuratedFiles" >> beam.Create(curated_files)
+               | "SpreadCurated" >> beam.Reshuffle()
+               | "ReadCurated" >> beam.FlatMap(read_rows, schemas.CURATED, list(wanted))
+               | "CuratedByUid" >> beam.Map(lambda r: (r[C.UID], r)))
+    meta = ({"keep": keep, "curated": curated}
+            | "JoinCurated" >> beam.CoGroupByKey()
+            | "Meta" >> beam.FlatMap(join_meta).with_outputs("rejects", main="meta"))
+    exts = (p | "Sources" >> beam.Create(sorted(source_tars.items()))
+            | "SpreadSources" >> beam.Reshuffle()
+            | "TarKeys" >> beam.FlatMap(tar_keys))
+    samples = ({"meta": meta["meta"], "ext": exts}
+               | "JoinImages" >> beam.CoGroupByKey()
+               | "Attach" >> beam.FlatMap(attach_image).with_outputs("rejects", main="samples"))
+    keyed = (samples["samples"]
+             | "Order" >> beam.Map(lambda s: {**s, "_order": order_key(seed, s[C.UID]), "_source": s[C.SHARD]})
+             | "ByRange" >> beam.Map(lambda s: (range_of(s["_order"], bits), s)))
+    counts = keyed | "RangeCounts" >> beam.combiners.Count.PerKey()
+    ranked = (keyed
+              | "GroupRange" >> beam.GroupByKey()
+              | "Rank" >> beam.ParDo(RankFn(per_shard), counts=beam.pvalue.AsDict(counts)))
+    (ranked
+     | "BySource" >> beam.Map(lambda s: (s["_source"], s))
+     | "GroupSource" >> beam.GroupByKey()
+     | "Copy" >> beam.FlatMap(copy_from_source, source_tars)
+     | "GroupShard" >> beam.GroupByKey()
+     | "Write" >> beam.Map(write_shard, output))
+    ((meta["rejects"], samples["rejects"])
+     | "AllRejects" >> beam.Flatten()
+     | "WriteRejects" >> outputs.WriteSortedShards(fileio.join(output, "rejects"), schemas.REJECT,
+                                                   key=lambda r: r[C.UID], sort_key=lambda r: r[C.UID],
+                                                   rows_per_file=5_000_000))
+
+
+def _remove_stale(output: str, shards: int) -> int:
+    """Remove shards (tar, stats, index) numbered at or above ``shards``: an earlier run's."""
+    removed = 0
+    if not fileio.is_local(output) or not os.path.isdir(output):
+        return 0
+    for folder, suffixes in ((output, (".tar", "_stats.json")), (os.path.join(output, INDEX_DIR), (".parquet",))):
+        if not os.path.isdir(folder):
+            continue
+        for name in os.listdir(folder):
+            for suffix in suffixes:
+                stem = name.removesuffix(suffix)
+                if name.endswith(suffix) and stem.isdigit() and int(stem) >= shards:
+                    os.unlink(os.path.join(folder, name))
+                    removed += 1
+    return removed
+
+
+def run(argv: list[str] | None = None) -> dict:
+    argv = list(argv or [])
+    args, beam_options = options.parse("openwit shard", __doc__.split("\n\n")[0], add_args, argv)
+    for flag in ("keep", "images", "curated", "output"):
+        if not getattr(args, flag):
+            raise schemas.UserError(f"--{flag} is required")
+    if args.samples_per_shard <= 0 or args.range_rows <= 0:
+        raise schemas.UserError("--samples-per-shard and --range-rows must be positive")
+    keep_files, n_keep = _parquet(_folder(args.keep, "keep"), "--keep", schemas.KEEP)
+    curated_files, _ = _parquet(_folder(args.curated, "curated"), "--curated", schemas.CURATED)
+    shards_dir = _folder(args.images, "shards")
+    source_tars = {os.path.basename(t).removesuffix(".tar"): t
+                   for t in fileio.expand_inputs([fileio.join(shards_dir, "*.tar")])} if n_keep else {}
+    bits = max(0, min(20, (max(1, n_keep // args.range_rows)).bit_length()))
+    fileio.makedirs(args.output)
+    for name in (SIZES_FILE, CARD_FILE, STATS_FILE):  # a partial rerun must not look complete
+        if fileio.is_local(args.output):
+            with_path = os.path.join(args.output, name)
+            if os.path.exists(with_path):
+                os.unlink(with_path)
+    start = time.perf_counter()
+    p = beam.Pipeline(options=beam_options)
+    build(p, keep_files, curated_files, source_tars, args.output, args.samples_per_shard, args.seed, bits)
+    with options.quiet_local_workers(beam_options):
+        result = p.run()
+        result.wait_until_finish()
+    counters: dict[str, int] = {}
+    for c in result.metrics().query(MetricsFilter().with_namespace(f"openwit.{STAGE}"))["counters"]:
+        value = c.committed if c.committed is not None else c.attempted
+        counters[c.key.metric.name] = counters.get(c.key.metric.name, 0) + int(value or 0)
+    kept, missing = counters.get("kept", 0), counters.get("missing_sample", 0)
+    n_shards = -(-kept // args.samples_per_shard)
+    stale = _remove_stale(args.output, n_shards)
+    per_shard = [fileio.read_json(fileio.join(args.output, f"{shard_name(i)}_stats.json")) for i in range(n_shards)]
+    sizes = {s["file"]: s["samples"] for s in per_shard}
+    command = "openwit shard " + shlex.join(argv)
+    stats = {"job": STAGE, "in": n_keep, "kept": kept, "rejected": {"missing_sample": missing} if missing else {},
+             "ledger_ok": n_keep == kept + missing, "shards": n_shards, "samples_per_shard": args.samples_per_shard,
+             "seed": args.seed, "bytes": sum(s["bytes"] for s in per_shard), "stale_files_removed": stale,
+             "command": command, "schema_version": schemas.SCHEMA_VERSION}
+    fileio.write_json(fileio.join(args.output, STATS_FILE), stats)
+    card = dataset_card(args, stats, per_shard)
+    with fileio.atomic_local(fileio.join(args.output, CARD_FILE)) as tmp, open(tmp, "w") as fh:
+        fh.write(card)
+    fileio.write_json(fileio.join(args.output, SIZES_FILE), sizes)
+    return {**stats, "seconds": round(time.perf_counter() - start, 2), "output": args.output}
+
+
+def _stage_stats(folder: str, name: str) -> dict | None:
+    for path in (fileio.join(folder, name), fileio.join(os.path.dirname(os.path.normpath(folder)), name)):
+        if fileio.exists(path):
+            return fileio.read_json(path)
+    return None
+
+
+def dataset_card(args: argparse.Namespace, stats: dict, per_shard: list[dict]) -> str:
+    """The dataset card (markdown): what is in the shards and how they were made."""
+    name = args.name or os.path.basename(os.path.normpath(args.output))
+    curate = _stage_stats(args.curated, "curate_stats.json")
+    download = _stage_stats(args.images, "download_stats.json")
+    dedupe = _stage_stats(args.keep, "dedupe_stats.json")
+    lines = [f"# {name}", "", "Image-text pairs in webdataset shards, written by `openwit shard`.", "",
+             "## Contents", "",
+             f"- {stats['kept']:,} samples in {stats['shards']:,} shards of {args.samples_per_shard:,} "
+             f"({stats['bytes'] / 1e6:,.1f} MB)",
+             "- each sample: `{uid}.jpg` (the image), `{uid}.txt` (the caption, UTF-8), `{uid}.json` "
+             "(uid, url, page url, language, matched queries, sizes, sha256, pHash/dHash)",
+             f"- order: sorted by blake2b(seed={args.seed}, uid)",
+             f"- manifest: `{INDEX_DIR}/NNNNN.parquet` (SHARD_INDEX, schema version {schemas.SCHEMA_VERSION}); "
+             f"`{SIZES_FILE}` for open_clip", "", "## Funnel", "", "| stage | in | kept |", "|---|---:|---:|"]
+    if curate:
+        lines.append(f"| curate | {curate['candidates']:,} | {curate['curated']:,} |")
+    if download:
+        lines.append(f"| download | {download['in']:,} | {download['kept']:,} |")
+    if dedupe:
+        lines.append(f"| dedupe | {dedupe['in']:,} | {dedupe['kept']:,} |")
+    lines.append(f"| shard | {stats['in']:,} | {stats['kept']:,} |")
+    rejected = [("download", download), ("dedupe", dedupe), (STAGE, stats)]
+    reasons = [(stage, r, n) for stage, st in rejected if st for r, n in st.get("rejected", {}).items()]
+    if reasons:
+        lines += ["", "## Rejected", "", "| stage | reason | rows | meaning |", "|---|---|---:|---|"]
+        lines += [f"| {st} | {r} | {n:,} | {schemas.describe(r)} |" for st, r, n in reasons]
+    if dedupe:
+        lines += ["", "## Deduplication", "",
+                  f"pHash radius {dedupe['radius']} bits (evaluation radius {dedupe['eval_radius']})."]
+        for e in dedupe.get("eval_sets", []):
+            lines.append(f"- evaluation set `{e['name']}`: {e['images']:,} images; "
+                         f"{e['training_images_removed']:,} training images removed")
+    lines += ["", "## Commands", "", "```"]
+    for st in (curate, download, dedupe):
+        if st and st.get("command"):
+            lines.append(st["command"])
+    lines += [stats["command"], "```", "", "## Shards", "", "| shard | samples | bytes | sha256 |", "|---|---:|---:|---|"]
+    lines += [f"| {s['file']} | {s['samples']:,} | {s['bytes']:,} | `{s['file_sha256'][:16]}…` |" for s in per_shard[:50]]
+    if len(per_shard) > 50:
+        lines.append(f"| … {len(per_shard) - 50:,} more (see NNNNN_stats.json) | | | |")
+    return "\n".join(lines) + "\n"
+
+
+def summary(stats: dict) -> str:
+    line = (f"shard: {stats['in']:,} kept images -> {stats['kept']:,} samples in {stats['shards']:,} shards "
+            f"({stats['bytes'] / 1e6:,.1f} MB) in {stats['output']}")
+    for reason, n in stats["rejected"].items():
+        line += f"\n  rejected {reason:<16} {n:>8,}  {schemas.describe(reason)}"
+    return line
+
+
+def main(argv: list[str]) -> int:
+    stats = run(argv)
+    print(summary(stats))
+    print(f"  {stats['seconds']:.1f}s; sizes.json, README.md and index/ in {stats['output']}")
+    return 0 if stats["ledger_ok"] else 1
