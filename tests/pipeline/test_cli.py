@@ -32,10 +32,10 @@ def assert_one_line_error(proc: subprocess.CompletedProcess, *words: str) -> Non
 def test_help_lists_the_commands():
     proc = run("--help")
     assert proc.returncode == 0
-    for name in ("synth", "demo", "extract", "curate", "download"):
+    for name in ("synth", "demo", "extract", "curate", "download", "dedupe", "shard"):
         assert f"  {name} " in proc.stdout
     for cmd in (["synth", "--help"], ["synth", "serve", "--help"], ["demo", "--help"], ["extract", "--help"],
-                ["curate", "--help"], ["download", "--help"]):
+                ["curate", "--help"], ["download", "--help"], ["dedupe", "--help"], ["shard", "--help"]):
         proc = run(*cmd)
         assert proc.returncode == 0 and "usage: openwit" in proc.stdout
 
@@ -58,6 +58,11 @@ def test_unknown_command():
     (["curate", "--langid", "magic"], ["--langid"]),
     (["download", "--output", "/tmp/x"], ["--input and --output are required"]),
     (["download", "--input", "/nonexistent", "--output", "/tmp/x"], ["/nonexistent"]),
+    (["dedupe", "--input", "/nonexistent", "--output", "/tmp/x"], ["/nonexistent"]),
+    (["dedupe", "--input", "/tmp", "--radius", "x"], ["--radius"]),
+    (["shard", "--keep", "/nonexistent", "--images", "/tmp", "--curated", "/tmp", "--output", "/tmp/x"],
+     ["/nonexistent"]),
+    (["shard", "--keep", "/tmp"], ["is required"]),
 ])
 def test_bad_options_and_missing_paths_end_in_one_line(args, words):
     assert_one_line_error(run(*args), *words)
@@ -91,7 +96,8 @@ def test_synth_writes_a_crawl_and_serve_serves_it(tmp_path):
 def test_demo_quick_runs_end_to_end(tmp_path):
     proc = run("demo", "--quick", "--out", str(tmp_path / "demo"))
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "[3/6] probe" in proc.stdout and "[5/6] curate" in proc.stdout and "[6/6] download" in proc.stdout
+    assert "[3/8] probe" in proc.stdout and "[5/8] curate" in proc.stdout and "[6/8] download" in proc.stdout
+    assert "[7/8] dedupe" in proc.stdout and "[8/8] shard" in proc.stdout
     assert "funnel:" in proc.stdout and "curated pairs" in proc.stdout
     assert "INFO:" not in proc.stderr
     assert " NO " not in proc.stdout

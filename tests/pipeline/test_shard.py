@@ -1,0 +1,176 @@
+"""`openwit shard` on the FnApiRunner: exact shard sizes, the sample order, tar layout,
+byte-reproducible reruns (after a crash too), the manifest, and reading the shards the way
+open_clip's training loader does across 2 ranks x 2 workers."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tarfile
+import textwrap
+
+import pytest
+
+import schemas
+from schemas import columns as C
+from pipeline import dedupe, shard
+from tests.pipeline import downloaded
+
+PER_SHARD = 12
+
+
+@pytest.fixture(scope="module")
+def made(tmp_path_factory):
+    root = tmp_path_factory.mktemp("shard")
+    downloaded.build(root)
+    dedupe.run(["--input", str(root / "download"), "--output", str(root / "dedupe"),
+                "--eval-images", str(root / "eval")])
+    out = root / "shards"
+    stats = shard.run(_argv(root, out))
+    return root, out, stats
+
+
+def _argv(root, out, *extra):
+    return ["--keep", str(root / "dedupe"), "--images", str(root / "download"), "--curated", str(root / "curate"),
+            "--output", str(out), "--samples-per-shard", str(PER_SHARD), "--seed", "3", *extra]
+
+
+def _files(folder) -> dict[str, bytes]:
+    """Every output file but the two that name the command line (README.md, shard_stats.json)."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file() and p.name not in (shard.CARD_FILE, shard.STATS_FILE)}
+
+
+def test_exact_sizes_order_and_layout(made):
+    root, out, stats = made
+    keep = schemas.read_table(root / "dedupe" / "keep", schemas.KEEP)[C.UID].to_pylist()
+    assert stats["ledger_ok"] and stats["kept"] == len(keep) and stats["in"] == len(keep)
+    sizes = json.loads((out / shard.SIZES_FILE).read_text())
+    n = len(keep)
+    assert list(sizes) == [f"{i:05d}.tar" for i in range(-(-n // PER_SHARD))]
+    assert list(sizes.values()) == [PER_SHARD] * (n // PER_SHARD) + ([n % PER_SHARD] if n % PER_SHARD else [])
+    order = sorted(keep, key=lambda u: (shard.order_key(3, u), u))
+    seen = []
+    for name in sizes:
+        with tarfile.open(out / name) as tar:
+            members = tar.getmembers()
+        assert all(m.mtime == 0 and m.uid == 0 and m.gid == 0 and m.uname == "" and m.mode == 0o644 for m in members)
+        keys = [m.name.split(".", 1)[0] for m in members]
+        exts = [m.name.split(".", 1)[1] for m in members]
+        assert all("." not in k for k in keys)
+        for i in range(0, len(members), 3):  # adjacent per key, extensions sorted
+            assert len(set(keys[i:i + 3])) == 1 and exts[i:i + 3] == ["jpg", "json", "txt"]
+        seen += keys[::3]
+    assert seen == order
+
+
+def test_manifest_rows_point_at_their_bytes(made):
+    root, out, _ = made
+    index = schemas.read_table(out / shard.INDEX_DIR, schemas.SHARD_INDEX).to_pylist()
+    curated = {r[C.UID]: r for r in schemas.read_table(root / "curate" / "curated", schemas.CURATED).to_pylist()}
+    for row in index:
+        with open(out / f"{row[C.SHARD]}.tar", "rb") as fh:
+            fh.seek(row[C.TAR_OFFSET])
+            blob = fh.read(row[C.TAR_BYTES])
+        import io
+
+        with tarfile.open(fileobj=io.BytesIO(blob + b"\0" * 1024)) as tar:
+            members = {m.name: tar.extractfile(m).read() for m in tar}
+        assert set(members) == {f"{row[C.KEY]}.jpg", f"{row[C.KEY]}.json", f"{row[C.KEY]}.txt"}
+        assert members[f"{row[C.KEY]}.txt"].decode() == row[C.TEXT] == curated[row[C.UID]][C.TEXT]
+        doc = json.loads(members[f"{row[C.KEY]}.json"])
+        assert doc[C.UID] == row[C.UID] and doc[C.URL] == row[C.URL] and doc[C.MATCHED_QUERIES] == ["picture"]
+        assert int(doc[C.PHASH], 16) == row[C.PHASH]
+        assert row[C.PAGE_URL] == curated[row[C.UID]][C.PAGE_URL]
+    assert [r[C.SHARD_POSITION] for r in index if r[C.SHARD] == "00000"] == list(range(PER_SHARD))
+
+
+def test_card_and_stats(made):
+    _, out, stats = made
+    card = (out / shard.CARD_FILE).read_text()
+    assert f"{stats['kept']:,} samples" in card and "openwit shard --keep" in card and "schema version 1" in card
+    per = json.loads((out / "00000_stats.json").read_text())
+    assert per["samples"] == PER_SHARD and per["bytes"] == (out / "00000.tar").stat().st_size
+
+
+def test_rerun_after_a_crash_is_byte_identical(made, tmp_path):
+    root, out, _ = made
+    again = tmp_path / "again"
+    shard.run(_argv(root, again, "--direct_num_workers=1", "--range-rows=5"))
+    assert _files(again) == _files(out)
+    # a crashed run: a truncated shard, a leftover temp file, a stale extra shard, no sizes.json
+    (again / "00001.tar").write_bytes((again / "00001.tar").read_bytes()[:1000])
+    (again / ".00002.tar.tmp-123").write_bytes(b"partial")
+    (again / "00099.tar").write_bytes(b"old")
+    (again / shard.SIZES_FILE).unlink()
+    shard.run(_argv(root, again))
+    assert not (again / "00099.tar").exists()
+    leftovers = {k for k in _files(again) if k.startswith(".")}
+    assert _files(again).keys() - leftovers == _files(out).keys()
+    assert {k: v for k, v in _files(again).items() if k not in leftovers} == _files(out)
+
+
+def test_missing_curated_row_is_a_reject(made, tmp_path):
+    root, out, _ = made
+    import pyarrow.compute as pc
+
+    cur = schemas.read_table(root / "curate" / "curated", schemas.CURATED)
+    gone = min(schemas.read_table(root / "dedupe" / "keep", schemas.KEEP)[C.UID].to_pylist())
+    partial = tmp_path / "curate" / "curated"
+    schemas.write_table(cur.filter(pc.not_equal(cur[C.UID], gone)), partial / "part.parquet", schemas.CURATED)
+    stats = shard.run(["--keep", str(root / "dedupe"), "--images", str(root / "download"),
+                       "--curated", str(tmp_path / "curate"), "--output", str(tmp_path / "out")])
+    assert stats["ledger_ok"] and stats["rejected"] == {"missing_sample": 1} and stats["kept"] == stats["in"] - 1
+    rejects = schemas.read_table(tmp_path / "out" / "rejects", schemas.REJECT).to_pylist()
+    assert [(r[C.UID], r[C.REASON]) for r in rejects] == [(gone, "missing_sample")]
+
+
+def test_bad_input_is_one_line(tmp_path):
+    with pytest.raises(schemas.UserError) as e:
+        shard.run(["--keep", str(tmp_path / "nope"), "--images", str(tmp_path), "--curated", str(tmp_path),
+                   "--output", str(tmp_path / "o")])
+    assert "nope" in str(e.value) and "\n" not in str(e.value)
+
+
+READER = textwrap.dedent("""
+    import json, sys
+    import torch
+    import webdataset as wds
+    from open_clip_train.data import filter_no_caption_or_no_image, get_dataset_size
+
+    urls = sys.argv[1]
+    total, shards = get_dataset_size(urls)
+    pipeline = wds.DataPipeline(
+        wds.SimpleShardList(urls),
+        wds.split_by_node,
+        wds.split_by_worker,
+        wds.tarfile_to_samples(),
+        wds.select(filter_no_caption_or_no_image),
+        wds.decode("pilrgb"),
+        wds.rename(image="jpg;png;jpeg;webp", text="txt", key="__key__"),
+        wds.to_tuple("key", "image", "text"),
+    )
+    loader = torch.utils.data.DataLoader(pipeline, batch_size=None, num_workers=2)
+    keys = [key for key, image, text in loader if image.size[0] > 0 and text]
+    print(json.dumps({"total": total, "shards": shards, "keys": keys}))
+""")
+
+
+@pytest.mark.slow
+def test_open_clip_style_loader_sees_every_sample_once_over_2_ranks_x_2_workers(made, tmp_path):
+    root, out, stats = made
+    assert stats["shards"] >= 4  # every (rank, worker) gets a shard
+    script = tmp_path / "reader.py"
+    script.write_text(READER)
+    urls = str(out / ("{00000..%05d}.tar" % (stats["shards"] - 1)))
+    procs = [subprocess.Popen([sys.executable, str(script), urls], stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "RANK": str(rank), "WORLD_SIZE": "2"}) for rank in range(2)]
+    results = [json.loads(p.communicate(timeout=600)[0]) for p in procs]
+    assert all(p.returncode == 0 for p in procs)
+    keys = [k for r in results for k in r["keys"]]
+    index = schemas.read_table(out / shard.INDEX_DIR, schemas.SHARD_INDEX)
+    assert sorted(keys) == sorted(index[C.KEY].to_pylist())  # every sample exactly once
+    assert all(r["keys"] for r in results)  # both ranks read
+    assert results[0]["total"] == stats["kept"] and results[0]["shards"] == stats["shards"]
