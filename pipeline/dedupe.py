@@ -34,7 +34,6 @@ import argparse
 import glob
 import math
 import os
-import tarfile
 import time
 from collections import Counter, defaultdict
 from typing import Iterable, Iterator
@@ -47,7 +46,7 @@ from apache_beam.metrics.metric import MetricsFilter
 
 import schemas
 from schemas import columns as C
-from pipeline import fileio, imagehashes, neardup, options, outputs
+from pipeline import fileio, imagehashes, neardup, options, outputs, tario
 
 SUMMARY = "remove exact and near-duplicate images and evaluation images from the downloaded shards (Beam)"
 STAGE = "dedupe"
@@ -82,14 +81,27 @@ class HashShardFn(beam.DoFn):
                 if r[C.STATUS] == SUCCESS}
         seen: set[str] = set()
         counts: Counter = Counter()
-        with fileio.open_read(tar_path) as fh, tarfile.open(fileobj=fh, mode="r|*") as tar:
-            for member in tar:
-                key, _, ext = member.name.rpartition("/")[2].partition(".")
-                row = rows.get(key)
-                if row is None or key in seen or ext.lower() not in imagehashes.IMAGE_EXTENSIONS:
+        broken = ""
+
+        def want(name: str) -> bool:
+            key, _, ext = name.rpartition("/")[2].partition(".")
+            return key in rows and key not in seen and ext.lower() in imagehashes.IMAGE_EXTENSIONS
+
+        with fileio.open_read(tar_path) as fh:
+            members = tario.iter_members(fh, want)
+            while True:
+                try:
+                    name, data = next(members)
+                except StopIteration:
+                    break
+                except ValueError as e:  # a truncated or corrupt tar: what follows is missing
+                    broken = f" ({os.path.basename(tar_path)} is unreadable past this point: {e})"
+                    break
+                if data is None:
                     continue
+                key = name.rpartition("/")[2].partition(".")[0]
+                row = rows[key]
                 seen.add(key)
-                data = tar.extractfile(member).read() if member.isfile() else b""
                 item = {C.UID: row[C.UID], C.URL: row[C.URL], C.SHARD: shard, C.KEY: key,
                         C.WIDTH: row[C.WIDTH], C.HEIGHT: row[C.HEIGHT],
                         C.ORIGINAL_WIDTH: row[C.ORIGINAL_WIDTH], C.ORIGINAL_HEIGHT: row[C.ORIGINAL_HEIGHT]}
@@ -107,7 +119,7 @@ class HashShardFn(beam.DoFn):
             row = rows[key]
             counts["hash:missing_sample"] += 1
             item = {C.UID: row[C.UID], C.URL: row[C.URL], C.SHARD: shard}
-            yield beam.pvalue.TaggedOutput("rejects", reject_row(item, "missing_sample", f"no image for key {key}"))
+            yield beam.pvalue.TaggedOutput("rejects", reject_row(item, "missing_sample", f"no image for key {key}{broken}"[:300]))
         for name, n in counts.items():
             _counter(name).inc(n)
 
@@ -174,11 +186,11 @@ class HashEvalFn(beam.DoFn):
 
 
 def _tar_images(path: str) -> Iterator[tuple[int, bytes]]:
-    with fileio.open_read(path) as fh, tarfile.open(fileobj=fh, mode="r|*") as tar:
+    with fileio.open_read(path) as fh:
         index = 0
-        for member in tar:
-            if member.isfile() and member.name.rpartition(".")[2].lower() in imagehashes.IMAGE_EXTENSIONS:
-                yield index, tar.extractfile(member).read()
+        for name, data in tario.iter_members(fh, lambda n: n.rpartition(".")[2].lower() in imagehashes.IMAGE_EXTENSIONS):
+            if data is not None:
+                yield index, data
                 index += 1
 
 
@@ -198,10 +210,18 @@ class Buckets(beam.DoFn):
             vals = np.array([v for v, _ in batch], dtype=np.uint64)
             ids = np.array([e for _, e in batch], dtype=np.int64)
         for i, mask in enumerate(self.masks):
-            part = _partition(vals, mask, self.partitions)
-            for p in np.unique(part):
-                sel = part == p
-                yield (i, int(p)), (vals[sel], ids[sel])
+            for p, sel in split_by_partition(_partition(vals, mask, self.partitions)):
+                yield (i, p), (vals[sel], ids[sel])
+
+
+def split_by_partition(part: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
+    """(partition, positions) for each partition present (a radix sort when it can)."""
+    order = np.argsort(part.astype(np.uint16) if part.max(initial=0) < 1 << 16 else part, kind="stable")
+    ordered = part[order]
+    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]]) if len(part) else np.zeros(0, dtype=np.int64)
+    ends = np.r_[starts[1:], len(part)]
+    for a, b in zip(starts.tolist(), ends.tolist()):
+        yield int(ordered[a]), order[a:b]
 
 
 def _partition(vals: np.ndarray, mask: int, partitions: int) -> np.ndarray:

@@ -28,29 +28,35 @@ from pipeline.cli import Parser
 LOCAL_RUNNER = "FnApiRunner"
 
 
-def local_defaults(argv: list[str]) -> list[str]:
-    """argv plus the local runner defaults for whatever the user did not set."""
+def local_defaults(argv: list[str], mode: str = "multi_processing") -> list[str]:
+    """argv plus the local runner defaults for whatever the user did not set.
+
+    ``mode`` is the local running mode: ``multi_processing`` (one worker process per core)
+    suits CPU-bound jobs; ``in_memory`` (one process) suits jobs that mostly move bytes,
+    which the multi-process mode would copy through gRPC between processes."""
     flags = {a.split("=", 1)[0] for a in argv if a.startswith("--")}
     extra = []
     if "--runner" not in flags:
         extra.append(f"--runner={LOCAL_RUNNER}")
         if "--direct_running_mode" not in flags:
-            extra.append("--direct_running_mode=multi_processing")
-        if "--direct_num_workers" not in flags:
+            extra.append(f"--direct_running_mode={mode}")
+        if "--direct_num_workers" not in flags and mode == "multi_processing":
             extra.append(f"--direct_num_workers={os.cpu_count() or 1}")
     return [*argv, *extra]
 
 
 def parse(prog: str, description: str, add_args: Callable[[argparse.ArgumentParser], None],
-          argv: list[str], epilog: str | None = None) -> tuple[argparse.Namespace, PipelineOptions]:
+          argv: list[str], epilog: str | None = None,
+          local_mode: str = "multi_processing") -> tuple[argparse.Namespace, PipelineOptions]:
     """Validate openwit's flags (one-line errors) and build the PipelineOptions for Beam."""
     parser = Parser(prog=prog, description=description, epilog=(epilog or "") + (
         "\n\nAny Apache Beam pipeline option is accepted too (--runner, --project, "
         "--temp_location, --direct_num_workers, ...). Default: the local FnApiRunner with "
-        "one worker process per core."), formatter_class=argparse.RawDescriptionHelpFormatter)
+        + ("one worker process per core." if local_mode == "multi_processing" else
+           f"--direct_running_mode={local_mode} (one process).")), formatter_class=argparse.RawDescriptionHelpFormatter)
     add_args(parser)
     args, rest = parser.parse_known_args(argv)
-    return args, PipelineOptions(local_defaults(rest))
+    return args, PipelineOptions(local_defaults(rest, local_mode))
 
 
 @contextlib.contextmanager

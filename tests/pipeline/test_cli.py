@@ -32,10 +32,10 @@ def assert_one_line_error(proc: subprocess.CompletedProcess, *words: str) -> Non
 def test_help_lists_the_commands():
     proc = run("--help")
     assert proc.returncode == 0
-    for name in ("synth", "demo", "extract", "curate", "download", "dedupe", "shard"):
+    for name in ("synth", "demo", "extract", "curate", "download", "dedupe", "shard"):  # not-a-column
         assert f"  {name} " in proc.stdout
     for cmd in (["synth", "--help"], ["synth", "serve", "--help"], ["demo", "--help"], ["extract", "--help"],
-                ["curate", "--help"], ["download", "--help"], ["dedupe", "--help"], ["shard", "--help"]):
+                ["curate", "--help"], ["download", "--help"], ["dedupe", "--help"], ["shard", "--help"]):  # not-a-column
         proc = run(*cmd)
         assert proc.returncode == 0 and "usage: openwit" in proc.stdout
 
@@ -60,9 +60,9 @@ def test_unknown_command():
     (["download", "--input", "/nonexistent", "--output", "/tmp/x"], ["/nonexistent"]),
     (["dedupe", "--input", "/nonexistent", "--output", "/tmp/x"], ["/nonexistent"]),
     (["dedupe", "--input", "/tmp", "--radius", "x"], ["--radius"]),
-    (["shard", "--keep", "/nonexistent", "--images", "/tmp", "--curated", "/tmp", "--output", "/tmp/x"],
+    (["shard", "--keep", "/nonexistent", "--images", "/tmp", "--curated", "/tmp", "--output", "/tmp/x"],  # not-a-column
      ["/nonexistent"]),
-    (["shard", "--keep", "/tmp"], ["is required"]),
+    (["shard", "--keep", "/tmp"], ["is required"]),  # not-a-column
 ])
 def test_bad_options_and_missing_paths_end_in_one_line(args, words):
     assert_one_line_error(run(*args), *words)

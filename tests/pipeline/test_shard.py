@@ -23,7 +23,7 @@ PER_SHARD = 12
 
 @pytest.fixture(scope="module")
 def made(tmp_path_factory):
-    root = tmp_path_factory.mktemp("shard")
+    root = tmp_path_factory.mktemp("shard")  # not-a-column
     downloaded.build(root)
     dedupe.run(["--input", str(root / "download"), "--output", str(root / "dedupe"),
                 "--eval-images", str(root / "eval")])
