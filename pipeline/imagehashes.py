@@ -44,7 +44,7 @@ def content_box(size: tuple[int, int], original: tuple[int, int] | None) -> tupl
 
 def _uniform(a: np.ndarray) -> bool:
     a = a[::2, ::2]  # every other pixel is enough to see a picture, at a quarter of the cost
-    return a.size == 0 or int((a.max(axis=(0, 1)).astype(np.int16) - a.min(axis=(0, 1))).max()) <= _UNIFORM
+    return a.size == 0 or int(a.max()) - int(a.min()) <= _UNIFORM
 
 
 def strip_bars(img: Image.Image, original: tuple[int, int] | None) -> Image.Image:
@@ -62,12 +62,17 @@ def strip_bars(img: Image.Image, original: tuple[int, int] | None) -> Image.Imag
     return img.crop(inner) if inner[2] > inner[0] and inner[3] > inner[1] else img
 
 
-def decode(data: bytes) -> Image.Image:
-    """RGB image from bytes; raises ValueError with the decoder's reason."""
+def decode(data: bytes, mode: str = "RGB") -> Image.Image:
+    """Image from bytes in ``mode``; raises ValueError with the decoder's reason.
+
+    The hashes need luminance only: decoding straight to "L" gives the same pixels as
+    imagehash's own RGB-to-L conversion, without building the RGB copy first."""
     try:
         with Image.open(io.BytesIO(data)) as im:
             im.load()
-            return im.convert("RGB")
+            if im.mode in ("RGBA", "LA", "P", "PA"):  # as imagehash sees them: alpha dropped via RGB
+                im = im.convert("RGB")
+            return im.convert(mode)
     except Exception as e:  # PIL raises many types for bad data
         message = re.sub(r"<[^>]* at 0x[0-9a-fA-F]+>", "the image", str(e))  # no addresses: rows stay reproducible
         raise ValueError(f"{type(e).__name__}: {message}") from None
@@ -75,7 +80,7 @@ def decode(data: bytes) -> Image.Image:
 
 def hashes(data: bytes, original: tuple[int, int] | None = None, dhash: bool = False) -> tuple[int, int | None]:
     """(pHash, dHash or None) of image bytes, on the content without padding bars."""
-    img = strip_bars(decode(data), original)
+    img = strip_bars(decode(data, "L"), original)
     return to_int(imagehash.phash(img)), (to_int(imagehash.dhash(img)) if dhash else None)
 
 

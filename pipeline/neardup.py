@@ -148,16 +148,23 @@ def search_shared(vals: np.ndarray, eid: np.ndarray, shared: int, r: int, cap: i
         if clique:
             _clique(found, v, e, g)
         else:
-            idx = np.arange(len(v))
-            for d in range(1, len(v)):
+            size = sizes[g]
+            d = 1
+            while d < len(v):
+                # only groups longer than d have pairs d apart; drop whole shorter groups
+                # (they stay contiguous) once they are most of what is left
+                longer = size > d
+                if not longer.any():
+                    break
+                if 2 * int(longer.sum()) < len(v):
+                    v, e, g, size = v[longer], e[longer], g[longer], size[longer]
                 same = g[d:] == g[:-d]
-                if not same.any():
-                    break  # groups are contiguous: none is longer than d
                 hit = same & (np.bitwise_count(v[d:] ^ v[:-d]) <= r)
                 found.compared += int(same.sum())
                 if hit.any():
-                    left = idx[:-d][hit]
+                    left = np.flatnonzero(hit)
                     _emit(found, left, left + d, v, e)
+                d += 1
 
     sel = big[gid]
     if sel.any():
