@@ -1,0 +1,92 @@
+"""`openwit train`: contrastive pretraining with DeepSpeed on `openwit shard` output.
+
+    openwit train --recipe debug --data SHARDS --output RUN [--set key=value ...]
+    openwit train --config run.yaml --resume latest
+    openwit train --recipe debug --data SHARDS --output RUN --nproc 2     (2 local ranks)
+    deepspeed --num_gpus 8 -m trainer.main --recipe vit-b-32 --data ... --output ...
+    deepspeed --hostfile hosts -m trainer.main ...                        (multi-node)
+    torchrun --nproc-per-node 8 -m trainer.main ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import subprocess
+import sys
+
+from trainer.config import RECIPES, ConfigError, load
+
+SUMMARY = "pretrain a CLIP model with DeepSpeed on openwit shards (recipes: " + ", ".join(RECIPES) + ")"
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:
+        raise ConfigError(message)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="openwit train", description=__doc__.split("\n\n")[0],
+                epilog=__doc__.split("\n\n")[1], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--recipe", choices=sorted(RECIPES), default=None, help="named recipe (default: debug)")
+    p.add_argument("--config", default=None, help="YAML or JSON file of settings (any TrainConfig field)")
+    p.add_argument("--data", default=None, help="an `openwit shard` output folder")
+    p.add_argument("--output", default=None, help="run folder: checkpoints, logs, final weights")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override any setting")
+    p.add_argument("--resume", default=None, help="'latest' or a checkpoint tag (stepNNNNNNNN)")
+    p.add_argument("--nproc", type=int, default=1, help="local ranks to start with the deepspeed launcher")
+    return p
+
+
+def parse(argv: list[str]):
+    args, _ = _parser().parse_known_args(argv)  # the launcher may append --local_rank
+    overrides = list(args.set)
+    if args.data:
+        overrides.append(f"data={args.data}")
+    if args.output:
+        overrides.append(f"output={args.output}")
+    cfg = load(args.recipe, args.config, overrides)
+    if not cfg.data:
+        raise ConfigError("--data is required (an `openwit shard` output folder)")
+    if not os.path.isdir(cfg.data):
+        raise ConfigError(f"--data {cfg.data}: no such folder")
+    return cfg, args.resume
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launch(argv: list[str], nproc: int) -> int:
+    """Start ``nproc`` local ranks through the deepspeed launcher (CPU ranks use gloo)."""
+    rest, skip = [], False
+    for i, a in enumerate(argv):
+        if skip:
+            skip = False
+            continue
+        if a == "--nproc":
+            skip = True
+            continue
+        if a.startswith("--nproc="):
+            continue
+        rest.append(a)
+    cmd = [sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", str(nproc),
+           "--master_port", str(_free_port()), "--module", "trainer.main", *rest]
+    return subprocess.call(cmd)
+
+
+def main(argv: list[str]) -> int:
+    try:
+        args, _ = _parser().parse_known_args(argv)
+        parse(argv)
+    except ConfigError as e:
+        print(f"openwit train: {e}", file=sys.stderr)
+        return 2
+    if args.nproc > 1 and "RANK" not in os.environ:
+        return launch(argv, args.nproc)
+    from trainer.train import main_from_args
+
+    return main_from_args(argv)

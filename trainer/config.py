@@ -1,0 +1,170 @@
+"""Training configuration: named recipes, YAML/JSON files, command-line overrides.
+
+Precedence: recipe defaults < the config file < ``--set key=value`` on the command line.
+The learning rate, when not given, follows CLIP: 5e-4 at a global batch of 32,768,
+scaled linearly to the run's global batch (micro batch x accumulation x world size).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A bad configuration: the message is one line for the user."""
+
+
+@dataclass
+class TrainConfig:
+    recipe: str = "debug"
+    model: str = "openwit-debug"  # an open_clip model name (ours are registered from trainer/models/)
+    data: str = ""  # an `openwit shard` output folder
+    output: str = "runs/debug"
+    micro_batch: int = 64  # per rank
+    accumulation: int = 1
+    epochs: float = 1.0
+    steps: int = 0  # 0: from epochs
+    lr: float = 0.0  # 0: base_lr scaled by global batch / 32,768
+    base_lr: float = 5e-4
+    betas: tuple[float, float] = (0.9, 0.98)
+    eps: float = 1e-6
+    weight_decay: float = 0.2  # not on gains, biases, embeddings of position/class, or the temperature
+    warmup_steps: int = 2000
+    precision: str = "bf16"  # fp32 | bf16
+    zero_stage: int = 1
+    gradient_clipping: float = 1.0  # set explicitly: DeepSpeed's default changed in 0.19.3
+    grad_checkpointing: bool = False
+    loss: str = "clip"  # clip | siglip
+    init_temperature: float = 0.07  # logit scale starts at 1 / 0.07
+    max_logit_scale: float = 100.0
+    crop_scale: tuple[float, float] = (0.9, 1.0)
+    seed: int = 0
+    workers: int = 2
+    checkpoint_every: int = 500
+    keep_checkpoints: int = 3
+    log_every: int = 10
+    eval_every: int = 0  # zero-shot evaluation every K steps (0: off)
+    extra: dict = field(default_factory=dict)
+
+    def global_batch(self, world: int) -> int:
+        return self.micro_batch * self.accumulation * world
+
+    def learning_rate(self, world: int) -> float:
+        return self.lr if self.lr > 0 else self.base_lr * self.global_batch(world) / 32_768
+
+    def lr_at(self, step: int, total: int, world: int) -> float:
+        """Linear warmup, then cosine to 0, from the global step."""
+        peak = self.learning_rate(world)
+        if step < self.warmup_steps:
+            return peak * (step + 1) / self.warmup_steps
+        span = max(1, total - self.warmup_steps)
+        return 0.5 * peak * (1 + math.cos(math.pi * min(1.0, (step - self.warmup_steps) / span)))
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+RECIPES: dict[str, dict] = {
+    # tiny towers, CPU, minutes: the demo trains this on the synthetic shards
+    "debug": dict(model="openwit-debug", micro_batch=64, lr=2e-3, warmup_steps=20, epochs=6, precision="fp32",
+                  zero_stage=0, weight_decay=0.1, checkpoint_every=200, log_every=10, workers=2),
+    # CLIP paper hyper-parameters (lr 5e-4 at 32k scaled to the run's batch, wd 0.2, beta2 0.98, eps 1e-6)
+    "vit-b-32": dict(model="ViT-B-32", micro_batch=256, warmup_steps=2000, epochs=32, precision="bf16",
+                     zero_stage=1, workers=8, checkpoint_every=1000),
+    "vit-b-16": dict(model="ViT-B-16", micro_batch=256, warmup_steps=2000, epochs=32, precision="bf16",
+                     zero_stage=1, workers=8, checkpoint_every=1000),
+    "vit-l-14": dict(model="ViT-L-14", micro_batch=128, warmup_steps=2000, epochs=32, precision="bf16",
+                     zero_stage=2, grad_checkpointing=True, workers=8, checkpoint_every=1000),
+}
+
+
+def _coerce(name: str, raw, current):
+    if isinstance(current, bool):
+        if isinstance(raw, bool):
+            return raw
+        if str(raw).lower() in ("1", "true", "yes", "on"):
+            return True
+        if str(raw).lower() in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"{name}: expected true or false, got {raw!r}")
+    if isinstance(current, tuple):
+        items = raw if isinstance(raw, (list, tuple)) else str(raw).split(",")
+        if len(items) != len(current):
+            raise ConfigError(f"{name}: expected {len(current)} comma-separated numbers, got {raw!r}")
+        return tuple(_coerce(name, x, current[0]) for x in items)
+    if isinstance(current, dict):
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{name}: expected a mapping")
+        return raw
+    try:
+        if isinstance(current, int):
+            value = float(raw)
+            if value != int(value):
+                raise ValueError
+            return int(value)
+        if isinstance(current, float):
+            return float(raw)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name}: expected a number, got {raw!r}") from None
+    return str(raw)
+
+
+def apply(cfg: TrainConfig, values: dict, where: str) -> TrainConfig:
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    for key, raw in values.items():
+        name = key.replace("-", "_")
+        if name not in known:
+            raise ConfigError(f"{where}: unknown setting '{key}' (known: {', '.join(sorted(known))})")
+        setattr(cfg, name, _coerce(name, raw, getattr(cfg, name)))
+    return cfg
+
+
+def load(recipe: str | None = None, config_file: str | None = None, overrides: list[str] | None = None) -> TrainConfig:
+    """Recipe, then file, then ``key=value`` overrides; validated."""
+    file_values: dict = {}
+    if config_file:
+        path = Path(config_file)
+        if not path.is_file():
+            raise ConfigError(f"--config {config_file}: no such file")
+        try:
+            text = path.read_text()
+            file_values = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text) or {}
+        except (json.JSONDecodeError, yaml.YAMLError) as e:
+            raise ConfigError(f"--config {config_file}: not valid {'JSON' if path.suffix == '.json' else 'YAML'} "
+                              f"({str(e).splitlines()[0]})") from None
+        if not isinstance(file_values, dict):
+            raise ConfigError(f"--config {config_file}: expected a mapping of settings")
+    name = recipe or file_values.get("recipe") or "debug"
+    if name not in RECIPES:
+        raise ConfigError(f"unknown recipe '{name}' (known: {', '.join(RECIPES)})")
+    cfg = apply(TrainConfig(recipe=name), RECIPES[name], f"recipe {name}")
+    cfg = apply(cfg, file_values, f"--config {config_file}")
+    pairs = {}
+    for item in overrides or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--set {item}: expected key=value")
+        pairs[key.strip()] = value.strip()
+    cfg = apply(cfg, pairs, "--set")
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: TrainConfig) -> None:
+    if cfg.precision not in ("fp32", "bf16"):
+        raise ConfigError(f"precision: expected fp32 or bf16, got {cfg.precision!r}")
+    if cfg.zero_stage not in (0, 1, 2, 3):
+        raise ConfigError(f"zero_stage: expected 0, 1, 2 or 3, got {cfg.zero_stage}")
+    if cfg.loss not in ("clip", "siglip"):
+        raise ConfigError(f"loss: expected clip or siglip, got {cfg.loss!r}")
+    for name in ("micro_batch", "accumulation", "workers", "checkpoint_every", "keep_checkpoints", "log_every"):
+        if getattr(cfg, name) < (0 if name == "workers" else 1):
+            raise ConfigError(f"{name}: must be positive, got {getattr(cfg, name)}")
+    if not 0 < cfg.crop_scale[0] <= cfg.crop_scale[1] <= 1:
+        raise ConfigError(f"crop_scale: expected 0 < low <= high <= 1, got {cfg.crop_scale}")

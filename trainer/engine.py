@@ -1,0 +1,109 @@
+"""DeepSpeed: the only module that imports it.
+
+Builds the DeepSpeed config from the trainer config (micro-batch, accumulation, bf16,
+ZeRO stage, explicit gradient clipping), starts the process group (gloo on CPU, NCCL on
+GPUs), wraps the model and an AdamW whose weight decay skips gains, biases, embeddings of
+position/class and the temperature, clamps the temperature on the fp32 master weights,
+and saves/loads checkpoints.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import socket
+
+import deepspeed
+import torch
+from deepspeed.utils import safe_get_full_fp32_param, safe_set_full_fp32_param
+
+from trainer.config import TrainConfig
+
+
+def init_distributed() -> tuple[int, int]:
+    """(rank, world size); a single process started without a launcher gets a world of 1."""
+    if "RANK" not in os.environ:
+        os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1")
+        if "MASTER_PORT" not in os.environ:
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                os.environ["MASTER_PORT"] = str(s.getsockname()[1])
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    deepspeed.init_distributed(dist_backend=backend)
+    return torch.distributed.get_rank(), torch.distributed.get_world_size()
+
+
+def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """Decay on weight matrices only: not on gains, biases, embeddings, class/position
+    tokens or the temperature (as in CLIP and open_clip)."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        if p.ndim < 2 or "logit_scale" in name or "logit_bias" in name or "embedding" in name or "token" in name:
+            no_decay.append(p)
+        else:
+            decay.append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def ds_config(cfg: TrainConfig) -> dict:
+    return {
+        "train_micro_batch_size_per_gpu": cfg.micro_batch,
+        "gradient_accumulation_steps": cfg.accumulation,
+        "gradient_clipping": cfg.gradient_clipping,
+        "bf16": {"enabled": cfg.precision == "bf16"},
+        "zero_optimization": {"stage": cfg.zero_stage},  # not-a-column
+        "steps_per_print": 10**9,
+        "wall_clock_breakdown": False,
+        "zero_allow_untested_optimizer": True,
+    }
+
+
+def initialize(model: torch.nn.Module, cfg: TrainConfig):
+    if cfg.grad_checkpointing:
+        model.set_grad_checkpointing(True)
+    optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.learning_rate(1),
+                                  betas=tuple(cfg.betas), eps=cfg.eps)
+    engine, optimizer, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, config=ds_config(cfg))
+    return engine, optimizer
+
+
+def set_lr(optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
+def clamp_temperature(engine, max_scale: float) -> float:
+    """Clamp log(logit scale) to log(max_scale) on the weights the optimizer updates: the
+    fp32 master copy under bf16/ZeRO (an in-place clamp of the module's bf16 copy would be
+    overwritten at the next step), the parameter itself in fp32. Returns the scale."""
+    p = engine.module.logit_scale
+    bound = math.log(max_scale)
+    master = safe_get_full_fp32_param(p) if _has_master(engine) else None
+    if master is not None:
+        if float(master.max()) > bound:
+            safe_set_full_fp32_param(p, master.clamp(max=bound))
+    with torch.no_grad():
+        p.clamp_(max=bound)
+    value = safe_get_full_fp32_param(p) if master is not None else p.detach()
+    return float(value.float().exp().reshape(-1)[0])
+
+
+def _has_master(engine) -> bool:
+    return bool(engine.bfloat16_enabled() or engine.zero_optimization_stage() > 0)
+
+
+def save(engine, folder: str, tag: str, client_state: dict) -> None:
+    engine.save_checkpoint(folder, tag=tag, client_state=client_state)
+
+
+def load(engine, folder: str, tag: str) -> dict:
+    _, client_state = engine.load_checkpoint(folder, tag=tag, load_optimizer_states=True,
+                                             load_lr_scheduler_states=False)
+    return client_state or {}
+
+
+def grad_norm(engine) -> float:
+    norm = engine.get_global_grad_norm()
+    return float(norm) if norm is not None else float("nan")

@@ -1,0 +1,60 @@
+"""Models from open_clip, with openwit's own tower configs registered by name.
+
+Nothing is downloaded: ``pretrained=None`` and open_clip's bundled BPE tokenizer. The
+temperature is created with shape [1] (``nonscalar_logit_scale``): DeepSpeed cannot
+broadcast 0-dimensional parameters when the world size is above 1.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import open_clip
+import torch
+
+CONFIGS = Path(__file__).parent / "model_configs"
+_registered = False
+
+
+def register() -> None:
+    """Make our tower configs (trainer/model_configs/*.json) known to open_clip by name."""
+    global _registered
+    if not _registered:
+        for path in sorted(CONFIGS.glob("*.json")):
+            open_clip.add_model_config(path)
+        _registered = True
+
+
+def model_config(name: str) -> dict:
+    register()
+    cfg = open_clip.get_model_config(name)
+    if cfg is None:
+        raise ValueError(f"unknown model '{name}' (open_clip knows {len(open_clip.list_models())} names; "
+                         f"ours: {', '.join(p.stem for p in sorted(CONFIGS.glob('*.json')))})")
+    return cfg
+
+
+def create(name: str, init_temperature: float = 0.07, loss: str = "clip", seed: int = 0) -> torch.nn.Module:
+    """A freshly initialised open_clip model (same weights for the same seed)."""
+    model_config(name)
+    torch.manual_seed(seed)
+    kwargs = {"nonscalar_logit_scale": True, "init_logit_scale": math.log(1 / init_temperature)}
+    if loss == "siglip":
+        kwargs.update(init_logit_scale=math.log(10), init_logit_bias=-10.0)
+    return open_clip.create_model(name, pretrained=None, **kwargs)
+
+
+def tokenizer(name: str):
+    register()
+    return open_clip.get_tokenizer(name)
+
+
+def image_size(name: str) -> int:
+    size = model_config(name)["vision_cfg"]["image_size"]
+    return size if isinstance(size, int) else size[0]
+
+
+def describe(name: str) -> str:
+    return json.dumps(model_config(name), sort_keys=True)
