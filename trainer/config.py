@@ -99,6 +99,11 @@ def _coerce(name: str, raw, current):
             raise ConfigError(f"{name}: expected {len(current)} comma-separated numbers, got {raw!r}")
         return tuple(_coerce(name, x, current[0]) for x in items)
     if isinstance(current, dict):
+        if isinstance(raw, str):
+            try:
+                raw = json.loads(raw)
+            except json.JSONDecodeError:
+                raise ConfigError(f"{name}: expected a JSON mapping, got {raw!r}") from None
         if not isinstance(raw, dict):
             raise ConfigError(f"{name}: expected a mapping")
         return raw

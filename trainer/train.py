@@ -129,6 +129,8 @@ def run(cfg: TrainConfig, resume: str | None = None) -> dict:
             compute += time.perf_counter() - t1
             if uid_log:
                 uid_log.write(f"{step} {batch['micro']} {' '.join(batch['uids'])}\n")
+        if uid_log:
+            uid_log.flush()
         scale = engine.clamp_temperature(eng, cfg.max_logit_scale)
         loss_value = _mean(sum(losses) / len(losses))
         invalid_total += _sum(invalid)

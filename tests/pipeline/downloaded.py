@@ -40,7 +40,8 @@ def build(root: Path, pictures: int = 60, seed: int = 0) -> dict:
         spec = _spec(rng)
         img = world.render_image(spec)
         originals.append((spec, img))
-        samples.append({"link": f"http://h{i % 5}.test/img/{i}.jpg", "alt": f"a picture number {i}",
+        samples.append({"link": f"http://h{i % 5}.test/img/{i}.jpg",
+                        "alt": f"a {spec.colour_name} {spec.shape_name}, picture number {i}",
                         "image": _jpeg(img), "dims": img.size})
     for k in range(5):  # the same bytes under another url
         src = samples[k]

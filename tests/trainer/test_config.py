@@ -1,0 +1,63 @@
+"""Recipes, files and overrides; the learning-rate rule; one-line errors."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from trainer.config import RECIPES, ConfigError, TrainConfig, load
+
+
+def test_recipes_load_with_clip_hyper_parameters():
+    for name in RECIPES:
+        cfg = load(name)
+        assert cfg.recipe == name and cfg.betas == (0.9, 0.98) and cfg.eps == 1e-6
+        assert cfg.gradient_clipping == 1.0 and cfg.init_temperature == 0.07
+    b32 = load("vit-b-32")
+    assert b32.weight_decay == 0.2 and b32.lr == 0.0
+    assert b32.learning_rate(world=128) == pytest.approx(5e-4 * 256 * 128 / 32_768)
+
+
+def test_file_then_command_line(tmp_path):
+    f = tmp_path / "run.yaml"
+    f.write_text("recipe: vit-b-16\nmicro_batch: 8\nprecision: fp32\ncrop_scale: [0.8, 1.0]\n")
+    cfg = load(None, str(f), ["micro_batch=4", "zero_stage=2", "grad_checkpointing=true"])
+    assert (cfg.recipe, cfg.model, cfg.micro_batch, cfg.precision, cfg.zero_stage) == ("vit-b-16", "ViT-B-16", 4, "fp32", 2)
+    assert cfg.grad_checkpointing is True and cfg.crop_scale == (0.8, 1.0)
+    j = tmp_path / "run.json"
+    j.write_text('{"steps": 7}')
+    assert load("debug", str(j)).steps == 7
+
+
+def test_warmup_then_cosine_from_the_global_step():
+    cfg = TrainConfig(lr=1.0, warmup_steps=10)
+    assert cfg.lr_at(0, 110, 1) == pytest.approx(0.1)
+    assert cfg.lr_at(9, 110, 1) == pytest.approx(1.0)
+    assert cfg.lr_at(60, 110, 1) == pytest.approx(0.5 * (1 + math.cos(math.pi * 0.5)))
+    assert cfg.lr_at(110, 110, 1) == pytest.approx(0.0, abs=1e-12)
+
+
+@pytest.mark.parametrize("overrides,needle", [
+    (["nope=1"], "unknown setting 'nope'"),
+    (["micro_batch=abc"], "micro_batch"),
+    (["precision=fp8"], "precision"),
+    (["zero_stage=5"], "zero_stage"),
+    (["micro_batch"], "key=value"),
+    (["crop_scale=0.9"], "crop_scale"),
+])
+def test_bad_settings_are_one_line(overrides, needle):
+    with pytest.raises(ConfigError) as e:
+        load("debug", None, overrides)
+    assert needle in str(e.value) and "\n" not in str(e.value)
+
+
+def test_bad_file(tmp_path):
+    f = tmp_path / "bad.yaml"
+    f.write_text("a: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load(None, str(f))
+    with pytest.raises(ConfigError, match="no such file"):
+        load(None, str(tmp_path / "missing.yaml"))
+    with pytest.raises(ConfigError, match="unknown recipe"):
+        load("vit-z-99")
