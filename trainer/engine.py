@@ -107,3 +107,20 @@ def load(engine, folder: str, tag: str) -> dict:
 def grad_norm(engine) -> float:
     norm = engine.get_global_grad_norm()
     return float(norm) if norm is not None else float("nan")
+
+
+def consolidated_state_dict(folder: str, tag: str) -> dict:
+    """The full fp32 model state of a checkpoint, whatever the ZeRO stage and world size:
+    ZeRO checkpoints through DeepSpeed's consolidation (the fp32 master weights), others
+    from the saved module."""
+    import glob
+
+    from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+
+    path = os.path.join(folder, tag)
+    if glob.glob(os.path.join(path, "*optim_states.pt")) and glob.glob(os.path.join(path, "*zero_pp_rank_*")):
+        state = get_fp32_state_dict_from_zero_checkpoint(folder, tag=tag)
+    else:
+        state = torch.load(os.path.join(path, "mp_rank_00_model_states.pt"), map_location="cpu",
+                           weights_only=False)["module"]
+    return {k: v.detach().float().cpu().contiguous() for k, v in state.items()}

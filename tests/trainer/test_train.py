@@ -146,3 +146,31 @@ def test_temperature_clamp_holds_on_the_fp32_master_under_bf16_zero2(shards, tmp
     assert all(x["logit_scale"] <= 20.0 * (1 + 1e-6) for x in metrics(out))
     w = weights(out)
     assert float(w["logit_scale"].exp().max()) <= 20.0 * 1.01  # the module copy (bf16 rounding)
+    from trainer import export  # the fp32 master weights, consolidated from the ZeRO-2 partitions
+
+    export.export(str(out), str(tmp_path / "export"))
+    master = torch.load(tmp_path / "export" / "model.pt")["logit_scale"]
+    assert float(master.exp()) <= 20.0 * (1 + 1e-6)
+
+
+def test_export_round_trip_through_open_clip(shards, tmp_path):
+    from trainer import export, models
+
+    out = tmp_path / "run"
+    train(shards, out, "steps=2", "micro_batch=8", "zero_stage=1", "precision=fp32")
+    export.export(str(out), str(tmp_path / "export"))
+    loaded, preprocess, tokenizer = export.load_exported(str(tmp_path / "export"))
+    ours = models.create("openwit-debug")
+    state = weights(out)
+    ours.load_state_dict(state)
+    loaded.eval()
+    ours.eval()
+    torch.manual_seed(0)
+    images = torch.randn(4, 3, 64, 64)
+    tokens = tokenizer(["a red circle", "a blue star", "a green square", "a picture"])
+    with torch.no_grad():
+        a_img, a_txt = loaded.encode_image(images), loaded.encode_text(tokens)
+        b_img, b_txt = ours.encode_image(images), ours.encode_text(tokens)
+    assert rel(a_img, b_img) <= 1e-5 and rel(a_txt, b_txt) <= 1e-5
+    assert float(loaded.logit_scale.exp()) == pytest.approx(float(state["logit_scale"].exp()), rel=1e-6)
+    assert preprocess.transforms[0].size in (64, (64, 64))

@@ -1,0 +1,92 @@
+"""`openwit export`: a training checkpoint -> open_clip's format.
+
+    openwit export --run RUN [--tag latest|stepNNNNNNNN] --output DIR
+
+Writes DIR/open_clip_config.json (model_cfg + preprocess_cfg), DIR/open_clip_model.safetensors
+and DIR/model.pt (the same fp32 state dict for torch.load), so that
+``open_clip.create_model_and_transforms("local-dir:DIR")`` (and CLIP_benchmark through it)
+loads the model as is. ZeRO checkpoints are consolidated from the fp32 master weights.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+import torch
+
+from trainer import engine, models
+from trainer.data import MEAN, STD
+from trainer.train import CHECKPOINTS, SIDECAR, tags_done
+
+SUMMARY = "convert a training checkpoint to open_clip's format (config + safetensors + .pt)"
+
+
+class ExportError(ValueError):
+    pass
+
+
+def export(run: str, output: str, tag: str = "latest") -> dict:
+    folder = Path(run) / CHECKPOINTS
+    done = tags_done(folder)
+    if tag == "latest":
+        if not done:
+            raise ExportError(f"--run {run}: no complete checkpoint under {folder}")
+        tag = done[-1][1]
+    sidecar = folder / tag / SIDECAR
+    if not sidecar.is_file():
+        raise ExportError(f"--tag {tag}: {sidecar} does not exist")
+    meta = json.loads(sidecar.read_text())
+    state = engine.consolidated_state_dict(str(folder), tag)
+    if "logit_scale" in state:
+        state["logit_scale"] = state["logit_scale"].reshape(())  # open_clip's usual 0-dim shape
+    if "logit_bias" in state:
+        state["logit_bias"] = state["logit_bias"].reshape(())
+    out = Path(output)
+    out.mkdir(parents=True, exist_ok=True)
+    size = meta["model_config"]["vision_cfg"]["image_size"]
+    config = {"model_cfg": meta["model_config"],
+              "preprocess_cfg": {"size": size, "mean": list(MEAN), "std": list(STD), "interpolation": "bicubic",
+                                 "resize_mode": "shortest"},
+              "openwit": {"step": meta["step"], "samples_seen": meta["samples_seen"], "model": meta["model"],
+                          "schema_version": meta["schema_version"]}}
+    from safetensors.torch import save_file
+
+    tmp = out / ".open_clip_model.safetensors.tmp"
+    save_file(state, str(tmp))
+    os.replace(tmp, out / "open_clip_model.safetensors")
+    tmp = out / ".model.pt.tmp"
+    torch.save(state, tmp)
+    os.replace(tmp, out / "model.pt")
+    tmp = out / ".open_clip_config.json.tmp"
+    tmp.write_text(json.dumps(config, indent=1, sort_keys=True) + "\n")
+    os.replace(tmp, out / "open_clip_config.json")
+    return {"tag": tag, "step": meta["step"], "output": str(out), "tensors": len(state)}
+
+
+def load_exported(folder: str):
+    """(model, preprocess, tokenizer) through open_clip's own loader."""
+    import open_clip
+
+    models.register()
+    model, _, preprocess = open_clip.create_model_and_transforms(f"local-dir:{folder}")
+    return model, preprocess, open_clip.get_tokenizer(f"local-dir:{folder}")
+
+
+def main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="openwit export", description=__doc__.split("\n\n")[0])
+    p.add_argument("--run", required=True, help="an `openwit train` output folder")
+    p.add_argument("--tag", default="latest", help="checkpoint tag (default: the latest complete one)")
+    p.add_argument("--output", required=True, help="folder for the open_clip model")
+    args = p.parse_args(argv)
+    try:
+        info = export(args.run, args.output, args.tag)
+    except ExportError as e:
+        print(f"openwit export: {e}", file=sys.stderr)
+        return 2
+    print(f"export: {info['tag']} (step {info['step']}) -> {info['output']}: open_clip_config.json, "
+          f"open_clip_model.safetensors, model.pt")
+    return 0
