@@ -11,6 +11,8 @@ write the final training shards. Stages join this command as they land.
 from __future__ import annotations
 
 import io
+import json
+import subprocess
 import sys
 import time
 from collections import defaultdict
@@ -86,7 +88,7 @@ def main(argv: list[str]) -> int:
     except OSError as e:
         raise schemas.UserError(f"--out {out}: cannot create this folder ({e.strerror})") from None
     started = time.perf_counter()
-    steps = 8
+    steps = 9
 
     _step(1, steps, f"synth: generating {pages:,} pages into {out / 'crawl'}")
     cfg = crawl.CrawlConfig(pages=pages, seed=args.seed, pages_per_file=max(100, pages // 4),
@@ -181,15 +183,33 @@ def main(argv: list[str]) -> int:
                          "--samples-per-shard", "2000", "--name", "openwit demo"])
     print(shard.summary(sharded))
 
+    _step(9, steps, "train (DeepSpeed, the debug recipe) on the training shards")
+    train_args = ["--recipe", "debug", "--data", str(out / "shards"), "--output", str(out / "train"),
+                  "--set", f"epochs={1 if args.quick else 2}", "--set", "log_every=20"]
+    t = time.perf_counter()
+    trained = subprocess.run([sys.executable, "-m", "pipeline.cli", "train", *train_args])
+    train_seconds = time.perf_counter() - t
+    train_ok = trained.returncode == 0
+    stats_path = out / "train" / "train_stats.json"
+    train_stats = json.loads(stats_path.read_text()) if train_ok and stats_path.exists() else {}
+
     links = manifest["counts"]["links"]
     print(f"\nfunnel: {links:,} image links -> {extracted['candidates']:,} candidates -> "
           f"{curated['curated']:,} curated pairs -> {downloaded['kept']:,} images -> "
           f"{deduped['kept']:,} after dedupe -> {sharded['kept']:,} samples in {sharded['shards']} shards "
           f"({sharded['kept'] / max(links, 1):.1%} of links)")
+    if train_stats:
+        print(f"training: {train_stats['steps_run']} steps of {train_stats['global_batch']} in {train_seconds:.0f}s "
+              f"({train_stats['samples_per_s']:,.0f} samples/s), loss {train_stats['final_loss']:.3f}; "
+              f"checkpoints and metrics in {out / 'train'}")
     print(f"demo finished in {time.perf_counter() - started:.1f}s under {out}: crawl/, extract/, curate/, download/, "
-          f"dedupe/, shards/ (training shards: {out / 'shards'}, dataset card: {out / 'shards' / shard.CARD_FILE})")
-    probe_ok = probe_ok and downloaded["ledger_ok"] and deduped["ledger_ok"] and sharded["ledger_ok"]
-    if not probe_ok:
-        print(f"openwit demo: {bad} kind(s) did not behave as declared", file=sys.stderr)
+          f"dedupe/, shards/, train/ (training shards: {out / 'shards'}, dataset card: "
+          f"{out / 'shards' / shard.CARD_FILE})")
+    problems = [text for ok, text in (
+        (probe_ok, f"{bad} kind(s) of link did not behave as declared"),
+        (downloaded["ledger_ok"] and deduped["ledger_ok"] and sharded["ledger_ok"], "a stage's ledger does not add up"),
+        (train_ok, f"training failed (exit status {trained.returncode})")) if not ok]
+    if problems:
+        print(f"openwit demo: {'; '.join(problems)}", file=sys.stderr)
         return 1
     return 0

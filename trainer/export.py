@@ -18,9 +18,8 @@ from pathlib import Path
 
 import torch
 
-from trainer import engine, models
+from trainer import models
 from trainer.data import MEAN, STD
-from trainer.train import CHECKPOINTS, SIDECAR, tags_done
 
 SUMMARY = "convert a training checkpoint to open_clip's format (config + safetensors + .pt)"
 
@@ -30,6 +29,10 @@ class ExportError(ValueError):
 
 
 def export(run: str, output: str, tag: str = "latest") -> dict:
+    from trainer.train import CHECKPOINTS, SIDECAR, tags_done
+
+    if not Path(run).is_dir():
+        raise ExportError(f"--run {run}: no such folder")
     folder = Path(run) / CHECKPOINTS
     done = tags_done(folder)
     if tag == "latest":
@@ -40,6 +43,8 @@ def export(run: str, output: str, tag: str = "latest") -> dict:
     if not sidecar.is_file():
         raise ExportError(f"--tag {tag}: {sidecar} does not exist")
     meta = json.loads(sidecar.read_text())
+    from trainer import engine  # imports DeepSpeed: only once there is something to convert
+
     state = engine.consolidated_state_dict(str(folder), tag)
     if "logit_scale" in state:
         state["logit_scale"] = state["logit_scale"].reshape(())  # open_clip's usual 0-dim shape

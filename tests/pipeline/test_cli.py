@@ -32,10 +32,11 @@ def assert_one_line_error(proc: subprocess.CompletedProcess, *words: str) -> Non
 def test_help_lists_the_commands():
     proc = run("--help")
     assert proc.returncode == 0
-    for name in ("synth", "demo", "extract", "curate", "download", "dedupe", "shard"):  # not-a-column
+    for name in ("synth", "demo", "extract", "curate", "download", "dedupe", "shard", "train", "export"):  # not-a-column
         assert f"  {name} " in proc.stdout
     for cmd in (["synth", "--help"], ["synth", "serve", "--help"], ["demo", "--help"], ["extract", "--help"],
-                ["curate", "--help"], ["download", "--help"], ["dedupe", "--help"], ["shard", "--help"]):  # not-a-column
+                ["curate", "--help"], ["download", "--help"], ["dedupe", "--help"], ["shard", "--help"],  # not-a-column
+                ["train", "--help"], ["export", "--help"]):
         proc = run(*cmd)
         assert proc.returncode == 0 and "usage: openwit" in proc.stdout
 
@@ -62,7 +63,12 @@ def test_unknown_command():
     (["dedupe", "--input", "/tmp", "--radius", "x"], ["--radius"]),
     (["shard", "--keep", "/nonexistent", "--images", "/tmp", "--curated", "/tmp", "--output", "/tmp/x"],  # not-a-column
      ["/nonexistent"]),
-    (["shard", "--keep", "/tmp"], ["is required"]),  # not-a-column
+    (["shard", "--keep", "/tmp"], ["is required"]),
+    (["train", "--data", "/nonexistent/shards"], ["/nonexistent/shards"]),
+    (["train", "--data", "/tmp", "--set", "nope=1"], ["unknown setting 'nope'"]),
+    (["train", "--recipe", "vit-z"], ["--recipe"]),
+    (["train"], ["--data is required"]),
+    (["export", "--run", "/nonexistent/run", "--output", "/tmp/x"], ["/nonexistent/run"]),  # not-a-column
 ])
 def test_bad_options_and_missing_paths_end_in_one_line(args, words):
     assert_one_line_error(run(*args), *words)
@@ -96,8 +102,9 @@ def test_synth_writes_a_crawl_and_serve_serves_it(tmp_path):
 def test_demo_quick_runs_end_to_end(tmp_path):
     proc = run("demo", "--quick", "--out", str(tmp_path / "demo"))
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "[3/8] probe" in proc.stdout and "[5/8] curate" in proc.stdout and "[6/8] download" in proc.stdout
-    assert "[7/8] dedupe" in proc.stdout and "[8/8] shard" in proc.stdout
+    assert "[3/9] probe" in proc.stdout and "[5/9] curate" in proc.stdout and "[6/9] download" in proc.stdout
+    assert "[7/9] dedupe" in proc.stdout and "[8/9] shard" in proc.stdout and "[9/9] train" in proc.stdout
+    assert "training: " in proc.stdout
     assert "funnel:" in proc.stdout and "curated pairs" in proc.stdout
     assert "INFO:" not in proc.stderr
     assert " NO " not in proc.stdout
