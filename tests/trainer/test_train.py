@@ -174,3 +174,25 @@ def test_export_round_trip_through_open_clip(shards, tmp_path):
     assert rel(a_img, b_img) <= 1e-5 and rel(a_txt, b_txt) <= 1e-5
     assert float(loaded.logit_scale.exp()) == pytest.approx(float(state["logit_scale"].exp()), rel=1e-6)
     assert preprocess.transforms[0].size in (64, (64, 64))
+
+
+def test_two_nodes_on_loopback_with_the_deepspeed_launcher(shards, tmp_path):
+    """The documented multi-node recipe, on one machine: a hostfile naming it twice, one
+    CPU rank per 'node', each node started with --no_ssh and its --node_rank."""
+    hostfile = tmp_path / "hostfile"
+    hostfile.write_text("localhost slots=1\n127.0.0.1 slots=1\n")
+    out = tmp_path / "run"
+    port = str(_port())
+    args = [*BASE, "--data", str(shards), "--output", str(out), "--set", "steps=3", "--set", "micro_batch=8",
+            "--set", "checkpoint_every=3", "--set", "zero_stage=1", "--set", "precision=bf16"]
+    procs = [subprocess.Popen([sys.executable, "-m", "deepspeed.launcher.runner", "--hostfile", str(hostfile),
+                               "--no_ssh", "--node_rank", str(rank), "--master_addr", "127.0.0.1",
+                               "--master_port", port, "--module", "trainer.main", *args],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+             for rank in range(2)]
+    outputs = [p.communicate(timeout=900)[0] for p in procs]
+    assert all(p.returncode == 0 for p in procs), outputs[0][-2000:] + outputs[1][-2000:]
+    config = json.loads((out / "config.json").read_text())
+    assert config["world_size"] == 2
+    assert (out / "checkpoints" / "step00000003" / "openwit.json").exists()
+    assert [m["step"] for m in metrics(out)] == [1, 2, 3]
