@@ -41,7 +41,7 @@ def open_clip_dir(work: Path) -> Path:
     folder.mkdir()
     size = cfg["vision_cfg"]["image_size"]
     (folder / "open_clip_config.json").write_text(json.dumps({
-        "model_cfg": cfg, "preprocess_cfg": {"size": size, "mean": [0.48145466, 0.4578275, 0.40821073],
+        "model_cfg": cfg, "preprocess_cfg": {"size": size, "mean": [0.48145466, 0.4578275, 0.40821073],  # not-a-column
                                              "std": [0.26862954, 0.26130258, 0.27577711]}}))
     return folder
 

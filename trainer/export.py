@@ -54,7 +54,7 @@ def export(run: str, output: str, tag: str = "latest") -> dict:
     out.mkdir(parents=True, exist_ok=True)
     size = meta["model_config"]["vision_cfg"]["image_size"]
     config = {"model_cfg": meta["model_config"],
-              "preprocess_cfg": {"size": size, "mean": list(MEAN), "std": list(STD), "interpolation": "bicubic",
+              "preprocess_cfg": {"size": size, "mean": list(MEAN), "std": list(STD), "interpolation": "bicubic",  # not-a-column
                                  "resize_mode": "shortest"},
               "openwit": {"step": meta["step"], "samples_seen": meta["samples_seen"], "model": meta["model"],
                           "schema_version": meta["schema_version"]}}

@@ -63,7 +63,7 @@ def test_unknown_command():
     (["dedupe", "--input", "/tmp", "--radius", "x"], ["--radius"]),
     (["shard", "--keep", "/nonexistent", "--images", "/tmp", "--curated", "/tmp", "--output", "/tmp/x"],  # not-a-column
      ["/nonexistent"]),
-    (["shard", "--keep", "/tmp"], ["is required"]),
+    (["shard", "--keep", "/tmp"], ["is required"]),  # not-a-column
     (["train", "--data", "/nonexistent/shards"], ["/nonexistent/shards"]),
     (["train", "--data", "/tmp", "--set", "nope=1"], ["unknown setting 'nope'"]),
     (["train", "--recipe", "vit-z"], ["--recipe"]),
