@@ -37,7 +37,6 @@ from typing import Iterable, Iterator
 import apache_beam as beam
 import pyarrow.parquet as pq
 from apache_beam.metrics import Metrics
-from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.utils.shared import Shared
 
 import schemas
@@ -371,13 +370,7 @@ def run(argv: list[str] | None = None) -> dict:
     start = time.perf_counter()
     p = beam.Pipeline(options=beam_options)
     build(p, files, args.output, curate)
-    with options.quiet_local_workers(beam_options):
-        result = p.run()
-        result.wait_until_finish()
-    counters = {}
-    for c in result.metrics().query(MetricsFilter().with_namespace(f"openwit.{STAGE}"))["counters"]:
-        value = c.committed if c.committed is not None else c.attempted
-        counters[c.key.metric.name] = counters.get(c.key.metric.name, 0) + int(value or 0)
+    counters = options.run_counted(p, beam_options, f"openwit.{STAGE}")
     steps = ledger(counters, candidates)
     t = fileio.read_json(fileio.join(args.output, "balance_t.json"))["t"]
     stats = {"job": STAGE, "files": len(files), "candidates": candidates, "curated": steps[-1]["kept"],

@@ -42,7 +42,6 @@ import apache_beam as beam
 import numpy as np
 import pyarrow.parquet as pq
 from apache_beam.metrics import Metrics
-from apache_beam.metrics.metric import MetricsFilter
 
 import schemas
 from schemas import columns as C
@@ -464,13 +463,7 @@ def run(argv: list[str] | None = None) -> dict:
     start = time.perf_counter()
     p = beam.Pipeline(options=beam_options)
     build(p, jobs, args.output, sets, args.radius, eval_r, args.dhash, args.cap, partitions, args.batch)
-    with options.quiet_local_workers(beam_options):
-        result = p.run()
-        result.wait_until_finish()
-    counters: dict[str, int] = {}
-    for c in result.metrics().query(MetricsFilter().with_namespace(f"openwit.{STAGE}"))["counters"]:
-        value = c.committed if c.committed is not None else c.attempted
-        counters[c.key.metric.name] = counters.get(c.key.metric.name, 0) + int(value or 0)
+    counters = options.run_counted(p, beam_options, f"openwit.{STAGE}")
     steps = ledger(counters, images)
     clusters = {int(k.split(":")[1]): v for k, v in counters.items() if k.startswith("cluster:")}
     evals = [{"name": name, "path_count": len(files), "images": counters.get(f"evalset:{s}:images", 0),

@@ -96,3 +96,18 @@ def quiet_local_workers(beam_options: PipelineOptions) -> Iterator[None]:
         thread.join(timeout=5)
         os.close(saved)
         relay.setLevel(relay_level)
+
+
+def run_counted(pipeline, beam_options: PipelineOptions, namespace: str) -> dict[str, int]:
+    """Run ``pipeline`` to the end (local worker chatter filtered) and return its counters
+    in ``namespace`` by name (committed values where the runner has them)."""
+    from apache_beam.metrics.metric import MetricsFilter
+
+    with quiet_local_workers(beam_options):
+        result = pipeline.run()
+        result.wait_until_finish()
+    counters: dict[str, int] = {}
+    for c in result.metrics().query(MetricsFilter().with_namespace(namespace))["counters"]:
+        value = c.committed if c.committed is not None else c.attempted
+        counters[c.key.metric.name] = counters.get(c.key.metric.name, 0) + int(value or 0)
+    return counters

@@ -39,7 +39,6 @@ from typing import Iterable, Iterator
 import apache_beam as beam
 import pyarrow as pa
 from apache_beam.metrics import Metrics
-from apache_beam.metrics.metric import MetricsFilter
 
 import schemas
 from schemas import columns as C
@@ -349,13 +348,7 @@ def run(argv: list[str] | None = None) -> dict:
     start = time.perf_counter()
     p = beam.Pipeline(options=beam_options)
     build(p, keep_files, curated_files, source_tars, args.output, args.samples_per_shard, args.seed, bits)
-    with options.quiet_local_workers(beam_options):
-        result = p.run()
-        result.wait_until_finish()
-    counters: dict[str, int] = {}
-    for c in result.metrics().query(MetricsFilter().with_namespace(f"openwit.{STAGE}"))["counters"]:
-        value = c.committed if c.committed is not None else c.attempted
-        counters[c.key.metric.name] = counters.get(c.key.metric.name, 0) + int(value or 0)
+    counters = options.run_counted(p, beam_options, f"openwit.{STAGE}")
     kept, missing = counters.get("kept", 0), counters.get("missing_sample", 0)
     n_shards = -(-kept // args.samples_per_shard)
     stale = _remove_stale(args.output, n_shards)
