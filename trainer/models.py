@@ -8,6 +8,7 @@ broadcast 0-dimensional parameters when the world size is above 1.
 from __future__ import annotations
 
 import json
+import logging
 import math
 from pathlib import Path
 
@@ -36,6 +37,13 @@ def model_config(name: str) -> dict:
     return cfg
 
 
+class _QuietNoPretrained(logging.Filter):
+    """open_clip warns that no pretrained weights were loaded: by design here."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "No pretrained weights loaded" not in record.getMessage()
+
+
 def create(name: str, init_temperature: float = 0.07, loss: str = "clip", seed: int = 0) -> torch.nn.Module:
     """A freshly initialised open_clip model (same weights for the same seed)."""
     model_config(name)
@@ -43,7 +51,12 @@ def create(name: str, init_temperature: float = 0.07, loss: str = "clip", seed: 
     kwargs = {"nonscalar_logit_scale": True, "init_logit_scale": math.log(1 / init_temperature)}
     if loss == "siglip":
         kwargs.update(init_logit_scale=math.log(10), init_logit_bias=-10.0)
-    return open_clip.create_model(name, pretrained=None, **kwargs)
+    quiet = _QuietNoPretrained()
+    logging.getLogger().addFilter(quiet)
+    try:
+        return open_clip.create_model(name, pretrained=None, **kwargs)
+    finally:
+        logging.getLogger().removeFilter(quiet)
 
 
 def tokenizer(name: str):

@@ -32,11 +32,11 @@ def assert_one_line_error(proc: subprocess.CompletedProcess, *words: str) -> Non
 def test_help_lists_the_commands():
     proc = run("--help")
     assert proc.returncode == 0
-    for name in ("synth", "demo", "extract", "curate", "download", "dedupe", "shard", "train", "export"):  # not-a-column
+    for name in ("synth", "demo", "extract", "curate", "download", "dedupe", "shard", "train", "export", "eval"):  # not-a-column
         assert f"  {name} " in proc.stdout
     for cmd in (["synth", "--help"], ["synth", "serve", "--help"], ["demo", "--help"], ["extract", "--help"],
                 ["curate", "--help"], ["download", "--help"], ["dedupe", "--help"], ["shard", "--help"],  # not-a-column
-                ["train", "--help"], ["export", "--help"]):
+                ["train", "--help"], ["export", "--help"], ["eval", "--help"]):
         proc = run(*cmd)
         assert proc.returncode == 0 and "usage: openwit" in proc.stdout
 

@@ -56,3 +56,76 @@ def test_linear_probe_separates_separable_features():
     x = centres[y] + rng.normal(size=(400, 16))
     m = evaluation.linear_probe(x[:300], y[:300], x[300:], y[300:])
     assert m["top1"] == 1.0 and m["validation_top1"] == 1.0
+
+
+def _dataset(tmp_path, labels=(0, 1, 2, 1), classnames=("red circle", "blue star", "green square")):
+    import io
+
+    from PIL import Image
+
+    from trainer import evalsets
+
+    samples = []
+    for i, label in enumerate(labels):
+        buf = io.BytesIO()
+        Image.new("RGB", (40, 40), (60 * i, 100, 200)).save(buf, "PNG")
+        samples.append((buf.getvalue(), label))
+    folder = tmp_path / "set"
+    evalsets.write_webdataset(folder, samples, list(classnames), ["a photo of a {}.", "a {}."], per_shard=3)
+    return folder
+
+
+def _eval(*args):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "pipeline.cli", "eval", *map(str, args)], capture_output=True,
+                          text=True)
+
+
+def test_eval_command_on_a_clip_benchmark_layout(tmp_path):
+    import json
+
+    from trainer import evalsets
+
+    folder = _dataset(tmp_path)
+    data = evalsets.load(str(folder))
+    assert data.classnames == ["red circle", "blue star", "green square"] and data.labels == [0, 1, 2, 1]
+    assert data.templates == ["a photo of a {}.", "a {}."]
+    run = tmp_path / "run"
+    run.mkdir()
+    torch.save(models.create("openwit-debug").state_dict(), run / "final_weights.pt")
+    (run / "config.json").write_text(json.dumps({"model": "openwit-debug"}))
+    proc = _eval("--model", run, "--dataset", folder, "--output", tmp_path / "results.jsonl")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    record = json.loads((tmp_path / "results.jsonl").read_text())
+    assert record["samples"] == 4 and record["classes"] == 3 and 0 <= record["top1"] <= 1
+    assert "| set | zeroshot | 4 |" in proc.stdout
+
+
+def test_bad_evaluation_datasets_name_the_file(tmp_path):
+    import io
+    import tarfile
+
+    folder = _dataset(tmp_path)
+    (folder / "classnames.txt").unlink()
+    proc = _eval("--model", tmp_path, "--dataset", folder)
+    assert proc.returncode == 2 and "classnames.txt" in proc.stderr and "missing class-name file" in proc.stderr
+    folder = _dataset(tmp_path / "b", labels=(0, 7))
+    proc = _eval("--model", tmp_path, "--dataset", folder)
+    assert proc.returncode == 2 and "class index 7" in proc.stderr and "00000.tar" in proc.stderr
+    folder = _dataset(tmp_path / "c")
+    with tarfile.open(folder / "00000.tar", "a") as tar:
+        for ext, blob in (("png", b"not an image"), ("cls", b"0")):
+            info = tarfile.TarInfo(f"zz.{ext}")
+            info.size = len(blob)
+            tar.addfile(info, io.BytesIO(blob))
+    import json
+
+    run = tmp_path / "run"
+    run.mkdir()
+    torch.save(models.create("openwit-debug").state_dict(), run / "final_weights.pt")
+    (run / "config.json").write_text(json.dumps({"model": "openwit-debug"}))
+    proc = _eval("--model", run, "--dataset", folder)
+    assert proc.returncode == 2 and "unreadable image" in proc.stderr and "00000.tar:zz" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1

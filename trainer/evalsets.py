@@ -1,0 +1,151 @@
+"""Reading evaluation datasets in the layouts users have.
+
+- CLIP_benchmark's webdataset layout: a folder with ``*.tar`` shards whose samples hold an
+  image (``webp``/``png``/``jpg``/``jpeg``) and ``cls`` (the class index), beside
+  ``classnames.txt`` (one name per line, in index order) and optionally
+  ``zeroshot_classification_templates.txt`` (one template per line, ``{c}`` for the name).
+- ImageFolder: one folder per class holding its images, plus a class-name file (one line
+  per class folder, sorted by folder name: ``folder<TAB>name`` or just the name) and a
+  templates file; without a class-name file the folder names are the class names.
+
+Problems end in a ValueError whose message names the file: a missing class-name file, a
+class index out of range, an unreadable image.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import tarfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from PIL import Image
+
+IMAGE_EXTS = ("webp", "png", "jpg", "jpeg")
+CLASSNAMES = "classnames.txt"
+TEMPLATES = "zeroshot_classification_templates.txt"
+
+
+class DatasetError(ValueError):
+    """An evaluation dataset that cannot be read; the message names the file."""
+
+
+@dataclass
+class Classification:
+    name: str
+    classnames: list[str]
+    templates: list[str] = field(default_factory=list)
+    items: list[tuple[str, object]] = field(default_factory=list)  # (where, image bytes or path), label
+    labels: list[int] = field(default_factory=list)
+
+    def images(self):
+        """(where, PIL image RGB, label) for every sample."""
+        for (where, source), label in zip(self.items, self.labels):
+            try:
+                data = source if isinstance(source, bytes) else Path(source).read_bytes()
+                with Image.open(io.BytesIO(data)) as im:
+                    img = im.convert("RGB")
+            except Exception as e:  # any decoder error: name the file
+                raise DatasetError(f"{where}: unreadable image ({type(e).__name__})") from None
+            yield where, img, label
+
+
+def _lines(path: Path) -> list[str]:
+    return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def load(path: str, classnames_file: str | None = None, templates_file: str | None = None) -> Classification:
+    root = Path(path)
+    if not root.exists():
+        raise DatasetError(f"{path}: no such dataset folder")
+    tars = sorted(root.glob("*.tar"))
+    if tars:
+        return _webdataset(root, tars, classnames_file, templates_file)
+    return _image_folder(root, classnames_file, templates_file)
+
+
+def _templates(root: Path, templates_file: str | None) -> list[str]:
+    path = Path(templates_file) if templates_file else root / TEMPLATES
+    if templates_file and not path.is_file():
+        raise DatasetError(f"{path}: no such templates file")
+    return [t.replace("{c}", "{}") for t in _lines(path)] if path.is_file() else []
+
+
+def _webdataset(root: Path, tars: list[Path], classnames_file: str | None, templates_file: str | None) -> Classification:
+    names_path = Path(classnames_file) if classnames_file else root / CLASSNAMES
+    if not names_path.is_file():
+        raise DatasetError(f"{names_path}: missing class-name file (one class name per line, in index order)")
+    classnames = _lines(names_path)
+    data = Classification(root.name, classnames, _templates(root, templates_file))
+    for tar_path in tars:
+        samples: dict[str, dict[str, bytes]] = {}
+        order = []
+        try:
+            with tarfile.open(tar_path) as tar:
+                for m in tar:
+                    if not m.isfile():
+                        continue
+                    key, _, ext = m.name.partition(".")
+                    if key not in samples:
+                        samples[key] = {}
+                        order.append(key)
+                    samples[key][ext.lower()] = tar.extractfile(m).read()
+        except (tarfile.TarError, OSError) as e:
+            raise DatasetError(f"{tar_path}: unreadable tar ({e})") from None
+        for key in order:
+            s = samples[key]
+            image = next((s[e] for e in IMAGE_EXTS if e in s), None)
+            if image is None or "cls" not in s:
+                raise DatasetError(f"{tar_path}: sample {key} lacks an image or a cls member")
+            try:
+                label = int(s["cls"].decode().strip())
+            except ValueError:
+                raise DatasetError(f"{tar_path}: sample {key} has a cls that is not an integer") from None
+            if not 0 <= label < len(classnames):
+                raise DatasetError(f"{tar_path}: sample {key} has class index {label}, outside 0..{len(classnames) - 1} "
+                                   f"of {names_path}")
+            data.items.append((f"{tar_path}:{key}", image))
+            data.labels.append(label)
+    return data
+
+
+def _image_folder(root: Path, classnames_file: str | None, templates_file: str | None) -> Classification:
+    folders = sorted(d for d in root.iterdir() if d.is_dir())
+    if not folders:
+        raise DatasetError(f"{root}: neither .tar shards nor class folders")
+    if classnames_file:
+        path = Path(classnames_file)
+        if not path.is_file():
+            raise DatasetError(f"{path}: missing class-name file")
+        lines = _lines(path)
+        if len(lines) != len(folders):
+            raise DatasetError(f"{path}: {len(lines)} class names for {len(folders)} class folders in {root}")
+        classnames = [line.split("\t", 1)[-1] for line in lines]
+    else:
+        classnames = [d.name.replace("_", " ") for d in folders]
+    data = Classification(root.name, classnames, _templates(root, templates_file))
+    for label, folder in enumerate(folders):
+        for f in sorted(folder.iterdir()):
+            if f.is_file() and f.suffix.lower().lstrip(".") in (*IMAGE_EXTS, "bmp", "gif"):
+                data.items.append((str(f), str(f)))
+                data.labels.append(label)
+    return data
+
+
+def write_webdataset(folder: str | os.PathLike, samples: list[tuple[bytes, int]], classnames: list[str],
+                     templates: list[str], per_shard: int = 1000) -> None:
+    """Write a CLIP_benchmark-layout classification set (used by the synthetic benchmark)."""
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / CLASSNAMES).write_text("".join(f"{c}\n" for c in classnames))
+    (out / TEMPLATES).write_text("".join(f"{t.replace('{}', '{c}')}\n" for t in templates))
+    for s in range(0, max(1, len(samples)), per_shard):
+        tmp = out / f".{s // per_shard:05d}.tar.tmp"
+        with tarfile.open(tmp, "w") as tar:
+            for i, (image, label) in enumerate(samples[s:s + per_shard], start=s):
+                for ext, blob in (("png", image), ("cls", str(label).encode())):
+                    info = tarfile.TarInfo(f"s{i:07d}.{ext}")
+                    info.size = len(blob)
+                    tar.addfile(info, io.BytesIO(blob))
+        os.replace(tmp, out / f"{s // per_shard:05d}.tar")
