@@ -384,10 +384,7 @@ def run(argv: list[str] | None = None) -> dict:
 def summary(stats: dict) -> str:
     lines = [f"curate: {stats['candidates']:,} candidates -> {stats['curated']:,} curated "
              f"(t = {stats['t']:,.1f}) in {stats['output']}"]
-    for s in stats["steps"]:
-        lines.append(f"  {s['step']:<9} in {s['in']:>10,}  kept {s['kept']:>10,}")
-        for reason, n in s["rejected"].items():
-            lines.append(f"  {'':<9} {'':>13}  {reason:<18} {n:>10,}")
+    lines += options.ledger_lines(stats["steps"], 9, 18)
     return "\n".join(lines)
 
 

@@ -485,10 +485,7 @@ def run(argv: list[str] | None = None) -> dict:
 def summary(stats: dict) -> str:
     lines = [f"dedupe: {stats['in']:,} images -> {stats['kept']:,} kept (r = {stats['radius']}, "
              f"eval r = {stats['eval_radius']}) in {stats['output']}"]
-    for s in stats["steps"]:
-        lines.append(f"  {s['step']:<6} in {s['in']:>10,}  kept {s['kept']:>10,}")
-        for reason, n in s["rejected"].items():
-            lines.append(f"  {'':<6} {'':>13}  {reason:<16} {n:>10,}")
+    lines += options.ledger_lines(stats["steps"], 6, 16)
     for e in stats["eval_sets"]:
         lines.append(f"  evaluation set {e['name']}: {e['images']:,} images, "
                      f"{e['training_images_removed']:,} training images within r removed"

@@ -111,3 +111,13 @@ def run_counted(pipeline, beam_options: PipelineOptions, namespace: str) -> dict
         value = c.committed if c.committed is not None else c.attempted
         counters[c.key.metric.name] = counters.get(c.key.metric.name, 0) + int(value or 0)
     return counters
+
+
+def ledger_lines(steps: list[dict], step_width: int, reason_width: int) -> list[str]:
+    """The summary lines of a job's ledger: per step in and kept, then its rejects by reason."""
+    lines = []
+    for s in steps:
+        lines.append(f"  {s['step']:<{step_width}} in {s['in']:>10,}  kept {s['kept']:>10,}")
+        for reason, n in s["rejected"].items():
+            lines.append(f"  {'':<{step_width}} {'':>13}  {reason:<{reason_width}} {n:>10,}")
+    return lines
