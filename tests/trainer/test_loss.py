@@ -28,3 +28,16 @@ def test_invalid_samples_are_left_out():
                           rtol=1e-6)
     none = clip_loss(img, txt, scale, torch.zeros(6, dtype=torch.bool))
     assert float(none) == 0.0
+
+
+def test_siglip_equals_open_clip_siglip_loss():
+    from open_clip.loss import SigLipLoss
+
+    from trainer.loss import siglip_loss
+
+    torch.manual_seed(2)
+    img, txt = F.normalize(torch.randn(8, 16), dim=-1), F.normalize(torch.randn(8, 16), dim=-1)
+    scale, bias = torch.tensor([10.0]), torch.tensor([-10.0])
+    ours = siglip_loss(img, txt, scale, bias, torch.ones(8, dtype=torch.bool))
+    theirs = SigLipLoss()(img, txt, scale[0], bias[0])
+    assert torch.allclose(ours, theirs, rtol=1e-5)
