@@ -49,7 +49,9 @@ class TrainConfig:
     checkpoint_every: int = 500
     keep_checkpoints: int = 3
     log_every: int = 10
-    eval_every: int = 0  # zero-shot evaluation every K steps (0: off)
+    eval_every: int = 0  # evaluate every K steps on rank 0 (0: off)
+    eval_suite: str = ""  # a folder of evaluation sets (`openwit eval --suite`), e.g. a synthetic crawl's eval/
+    eval_resize_mode: str = "shortest"  # shortest | longest (letterbox, as img2dataset's border resize) | squash
     extra: dict = field(default_factory=dict)
 
     def global_batch(self, world: int) -> int:

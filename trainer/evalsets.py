@@ -44,25 +44,96 @@ class Classification:
         for (where, source), label in zip(self.items, self.labels):
             try:
                 data = source if isinstance(source, bytes) else Path(source).read_bytes()
-                with Image.open(io.BytesIO(data)) as im:
-                    img = im.convert("RGB")
-            except Exception as e:  # any decoder error: name the file
-                raise DatasetError(f"{where}: unreadable image ({type(e).__name__})") from None
-            yield where, img, label
+            except OSError as e:
+                raise DatasetError(f"{where}: unreadable image ({e.strerror})") from None
+            yield where, _decode(where, data), label
 
 
 def _lines(path: Path) -> list[str]:
     return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-def load(path: str, classnames_file: str | None = None, templates_file: str | None = None) -> Classification:
-    root = Path(path)
+def _split_root(root: Path, split: str) -> Path:
+    """Where the split's data lies: the folder itself when it holds .tar shards, else its
+    ``split`` subfolder (CLIP_benchmark's ``test/``, ``train/``) when there is one."""
     if not root.exists():
-        raise DatasetError(f"{path}: no such dataset folder")
-    tars = sorted(root.glob("*.tar"))
+        raise DatasetError(f"{root}: no such dataset folder")
+    if any(root.glob("*.tar")) or not (root / split).is_dir():
+        return root
+    return root / split
+
+
+def load(path: str, classnames_file: str | None = None, templates_file: str | None = None,
+         split: str = "test") -> Classification:
+    """A classification set: flat ``*.tar`` shards, ``{split}/*.tar`` (class files at the
+    top), an ImageFolder, or ``{split}/`` holding an ImageFolder."""
+    root = Path(path)
+    data_root = _split_root(root, split)
+    tars = sorted(data_root.glob("*.tar"))
     if tars:
         return _webdataset(root, tars, classnames_file, templates_file)
-    return _image_folder(root, classnames_file, templates_file)
+    return _image_folder(root, data_root, classnames_file, templates_file)
+
+
+@dataclass
+class Retrieval:
+    name: str
+    images: list[tuple[str, bytes]] = field(default_factory=list)  # (where, image bytes)
+    texts: list[str] = field(default_factory=list)
+    text_image: list[int] = field(default_factory=list)  # the image index of each text
+
+    def decoded(self):
+        for where, data in self.images:
+            yield where, _decode(where, data)
+
+
+def load_retrieval(path: str, split: str = "test") -> Retrieval:
+    """Image-text pairs from ``*.tar`` shards whose samples hold an image and a ``txt``
+    member: CLIP_benchmark's retrieval layout (several captions, one per line) and
+    `openwit shard` output (one caption) alike."""
+    root = Path(path)
+    tars = sorted(_split_root(root, split).glob("*.tar"))
+    if not tars:
+        raise DatasetError(f"{path}: no .tar shards for retrieval (nor in {split}/)")
+    data = Retrieval(root.name)
+    for tar_path, key, s in _tar_samples(tars):
+        image = next((s[e] for e in IMAGE_EXTS if e in s), None)
+        if image is None or "txt" not in s:
+            raise DatasetError(f"{tar_path}: sample {key} lacks an image or a txt member")
+        try:
+            lines = [t.strip() for t in s["txt"].decode("utf-8").splitlines() if t.strip()]
+        except UnicodeDecodeError:
+            raise DatasetError(f"{tar_path}: sample {key} has a txt that is not UTF-8") from None
+        if not lines:
+            raise DatasetError(f"{tar_path}: sample {key} has an empty txt")
+        data.texts += lines
+        data.text_image += [len(data.images)] * len(lines)
+        data.images.append((f"{tar_path}:{key}", image))
+    return data
+
+
+def _tar_samples(tars: list[Path]):
+    """(tar path, key, {extension: bytes}) for every sample, in shard and member order."""
+    for tar_path in tars:
+        samples: dict[str, dict[str, bytes]] = {}
+        try:
+            with tarfile.open(tar_path) as tar:
+                for m in tar:
+                    if m.isfile():
+                        key, _, ext = m.name.partition(".")
+                        samples.setdefault(key, {})[ext.lower()] = tar.extractfile(m).read()
+        except (tarfile.TarError, OSError, EOFError) as e:
+            raise DatasetError(f"{tar_path}: unreadable tar ({e})") from None
+        for key, members in samples.items():
+            yield tar_path, key, members
+
+
+def _decode(where: str, data: bytes):
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            return im.convert("RGB")
+    except Exception as e:  # any decoder error: name the file
+        raise DatasetError(f"{where}: unreadable image ({type(e).__name__})") from None
 
 
 def _templates(root: Path, templates_file: str | None) -> list[str]:
@@ -78,49 +149,34 @@ def _webdataset(root: Path, tars: list[Path], classnames_file: str | None, templ
         raise DatasetError(f"{names_path}: missing class-name file (one class name per line, in index order)")
     classnames = _lines(names_path)
     data = Classification(root.name, classnames, _templates(root, templates_file))
-    for tar_path in tars:
-        samples: dict[str, dict[str, bytes]] = {}
-        order = []
+    for tar_path, key, s in _tar_samples(tars):
+        image = next((s[e] for e in IMAGE_EXTS if e in s), None)
+        if image is None or "cls" not in s:
+            raise DatasetError(f"{tar_path}: sample {key} lacks an image or a cls member")
         try:
-            with tarfile.open(tar_path) as tar:
-                for m in tar:
-                    if not m.isfile():
-                        continue
-                    key, _, ext = m.name.partition(".")
-                    if key not in samples:
-                        samples[key] = {}
-                        order.append(key)
-                    samples[key][ext.lower()] = tar.extractfile(m).read()
-        except (tarfile.TarError, OSError) as e:
-            raise DatasetError(f"{tar_path}: unreadable tar ({e})") from None
-        for key in order:
-            s = samples[key]
-            image = next((s[e] for e in IMAGE_EXTS if e in s), None)
-            if image is None or "cls" not in s:
-                raise DatasetError(f"{tar_path}: sample {key} lacks an image or a cls member")
-            try:
-                label = int(s["cls"].decode().strip())
-            except ValueError:
-                raise DatasetError(f"{tar_path}: sample {key} has a cls that is not an integer") from None
-            if not 0 <= label < len(classnames):
-                raise DatasetError(f"{tar_path}: sample {key} has class index {label}, outside 0..{len(classnames) - 1} "
-                                   f"of {names_path}")
-            data.items.append((f"{tar_path}:{key}", image))
-            data.labels.append(label)
+            label = int(s["cls"].decode().strip())
+        except ValueError:
+            raise DatasetError(f"{tar_path}: sample {key} has a cls that is not an integer") from None
+        if not 0 <= label < len(classnames):
+            raise DatasetError(f"{tar_path}: sample {key} has class index {label}, outside 0..{len(classnames) - 1} "
+                               f"of {names_path}")
+        data.items.append((f"{tar_path}:{key}", image))
+        data.labels.append(label)
     return data
 
 
-def _image_folder(root: Path, classnames_file: str | None, templates_file: str | None) -> Classification:
-    folders = sorted(d for d in root.iterdir() if d.is_dir())
+def _image_folder(root: Path, data_root: Path, classnames_file: str | None, templates_file: str | None
+                  ) -> Classification:
+    folders = sorted(d for d in data_root.iterdir() if d.is_dir())
     if not folders:
-        raise DatasetError(f"{root}: neither .tar shards nor class folders")
+        raise DatasetError(f"{data_root}: neither .tar shards nor class folders")
     if classnames_file:
         path = Path(classnames_file)
         if not path.is_file():
             raise DatasetError(f"{path}: missing class-name file")
         lines = _lines(path)
         if len(lines) != len(folders):
-            raise DatasetError(f"{path}: {len(lines)} class names for {len(folders)} class folders in {root}")
+            raise DatasetError(f"{path}: {len(lines)} class names for {len(folders)} class folders in {data_root}")
         classnames = [line.split("\t", 1)[-1] for line in lines]
     else:
         classnames = [d.name.replace("_", " ") for d in folders]

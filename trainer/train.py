@@ -96,6 +96,12 @@ def run(cfg: TrainConfig, resume: str | None = None) -> dict:
 
         writer = SummaryWriter(str(out / "tensorboard"), purge_step=start_step)
         _atomic_json(out / "config.json", {**cfg.to_dict(), "world_size": world, "plan": plan.__dict__})
+    evaluator = None
+    if cfg.eval_every and cfg.eval_suite and (rank == 0 or cfg.zero_stage == 3):  # ZeRO-3: every rank gathers
+        from trainer.eval_cli import Periodic
+
+        evaluator = Periodic(cfg.eval_suite, models.image_size(cfg.model), cfg.eval_resize_mode,
+                             models.tokenizer(cfg.model))
     record = cfg.extra.get("record_samples")
     uid_log = open(out / f"samples-rank{rank}-from{start_step:08d}.txt", "w") if record else None  # noqa: SIM115
     metrics = open(out / "metrics.jsonl", "a") if rank == 0 else None  # noqa: SIM115
@@ -103,6 +109,7 @@ def run(cfg: TrainConfig, resume: str | None = None) -> dict:
     started = time.perf_counter()
     wait = compute = 0.0
     invalid_total = 0
+    eval_seconds = 0.0
     last_log = (time.perf_counter(), start_step)
     loss_value = float("nan")
     scale = float("nan")
@@ -151,6 +158,16 @@ def run(cfg: TrainConfig, resume: str | None = None) -> dict:
             print(f"[train] step {done}/{plan.total_steps}  loss {loss_value:.4f}  lr {lr:.2e}  "
                   f"T {1 / scale:.4f}  {rate:,.0f} samples/s  data wait {wait_frac:.0%}  ETA {eta:,.0f}s",
                   flush=True)
+        if evaluator and (done % cfg.eval_every == 0 or done == plan.total_steps):
+            t_eval = time.perf_counter()
+            scores = evaluator(eng.module, device, dtype)
+            eval_seconds += time.perf_counter() - t_eval
+            if rank == 0:
+                for k, v in scores.items():
+                    writer.add_scalar(f"eval/{k}", v, done)
+                metrics.write(json.dumps({"step": done, "eval": scores}) + "\n")
+                metrics.flush()
+                print(f"[eval] step {done}  " + "  ".join(f"{k} {v:.3f}" for k, v in scores.items()), flush=True)
         if done % cfg.checkpoint_every == 0 or done == plan.total_steps:
             checkpoint(eng, cfg, ckpt_dir, done, plan, world, rank)
 
@@ -163,7 +180,7 @@ def run(cfg: TrainConfig, resume: str | None = None) -> dict:
              "global_batch": plan.global_batch, "seconds": round(seconds, 2),
              "samples_per_s": steps_run * plan.global_batch / max(seconds, 1e-9),
              "data_wait_fraction": wait / max(wait + compute, 1e-9), "final_loss": loss_value,
-             "logit_scale": scale, "invalid_samples": invalid_total}
+             "logit_scale": scale, "invalid_samples": invalid_total, "eval_seconds": round(eval_seconds, 2)}
     if rank == 0:
         writer.close()
         metrics.close()

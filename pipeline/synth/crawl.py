@@ -36,7 +36,7 @@ import pyarrow as pa
 
 import schemas
 from schemas import columns as C
-from pipeline.synth import captions, world
+from pipeline.synth import benchmark, captions, world
 from pipeline.synth.world import (
     BACKGROUNDS, COLOURS, FAULTS, FORMATS, PLACEMENTS, SHAPES, SIZES, VARIANTS, ImageSpec,
     eval_spec, heldout_combos, seed_int,
@@ -558,6 +558,7 @@ def generate(cfg: CrawlConfig, out: str | os.PathLike, workers: int = 0,
             pool.close()
             pool.join()
     eval_files = write_eval_images(cfg, out / EVAL_IMAGES_DIR)
+    bench = benchmark.write(cfg.seed, cfg.eval_size, out / benchmark.BENCHMARK_DIR)
     names = [wat_name(i) for i in range(cfg.files)]
     (out / WAT_PATHS).write_text("".join(f"{WAT_DIR}/{n}\n" for n in names))
     if cfg.warc:
@@ -569,6 +570,7 @@ def generate(cfg: CrawlConfig, out: str | os.PathLike, workers: int = 0,
         "kind_mix": cfg.kind_mix, "huge_alts_per_file": cfg.huge_alts_per_file, "warc": cfg.warc,
         "counts": dict(sorted(totals.items())), "wat_files": [f"{WAT_DIR}/{n}" for n in names],
         "ground_truth": GROUND_TRUTH_DIR, "eval_images": EVAL_IMAGES_DIR, "eval_image_count": eval_files,
+        "benchmark": {name: f"{benchmark.BENCHMARK_DIR}/{name}" for name in bench},
     }
     tmp = out / f".{MANIFEST}.tmp"
     tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")

@@ -16,3 +16,13 @@ def shards(tmp_path_factory):
     shard.run(["--keep", str(root / "dedupe"), "--images", str(root / "download"), "--curated", str(root / "curate"),
                "--output", str(root / "shards"), "--samples-per-shard", "64"])
     return root / "shards"
+
+
+@pytest.fixture(scope="session")
+def suite(tmp_path_factory):
+    """The synthetic benchmark's four sets, small: 16 held-out test images, 16 probe images."""
+    from pipeline.synth import benchmark
+
+    root = tmp_path_factory.mktemp("suite")
+    benchmark.write(0, 16, root, probe_size=16)
+    return root

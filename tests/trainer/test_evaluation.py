@@ -65,14 +65,15 @@ def _dataset(tmp_path, labels=(0, 1, 2, 1), classnames=("red circle", "blue star
 
     from trainer import evalsets
 
+    from pipeline.synth import benchmark
+
     samples = []
     for i, label in enumerate(labels):
         buf = io.BytesIO()
         Image.new("RGB", (40, 40), (60 * i, 100, 200)).save(buf, "PNG")
-        samples.append((buf.getvalue(), label))
-    folder = tmp_path / "set"
-    evalsets.write_webdataset(folder, samples, list(classnames), ["a photo of a {}.", "a {}."], per_shard=3)
-    return folder
+        samples.append((buf.getvalue(), "cls", str(label).encode()))
+    benchmark.write_set(tmp_path, "set", list(classnames), ["a photo of a {c}.", "a {c}."], {"test": samples})
+    return tmp_path / "set"
 
 
 def _eval(*args):
@@ -92,14 +93,12 @@ def test_eval_command_on_a_clip_benchmark_layout(tmp_path):
     data = evalsets.load(str(folder))
     assert data.classnames == ["red circle", "blue star", "green square"] and data.labels == [0, 1, 2, 1]
     assert data.templates == ["a photo of a {}.", "a {}."]
-    run = tmp_path / "run"
-    run.mkdir()
-    torch.save(models.create("openwit-debug").state_dict(), run / "final_weights.pt")
-    (run / "config.json").write_text(json.dumps({"model": "openwit-debug"}))
-    proc = _eval("--model", run, "--dataset", folder, "--output", tmp_path / "results.jsonl")
+    run = _random_run(tmp_path)
+    proc = _eval("--model", run, "--dataset", folder, "--output", tmp_path / "results.json")
     assert proc.returncode == 0, proc.stderr[-2000:]
-    record = json.loads((tmp_path / "results.jsonl").read_text())
+    [record] = json.loads((tmp_path / "results.json").read_text())
     assert record["samples"] == 4 and record["classes"] == 3 and 0 <= record["top1"] <= 1
+    assert record["command"].startswith("openwit eval --model") and record["task"] == "zeroshot"
     assert "| set | zeroshot | 4 |" in proc.stdout
 
 
@@ -107,25 +106,95 @@ def test_bad_evaluation_datasets_name_the_file(tmp_path):
     import io
     import tarfile
 
+    run = _random_run(tmp_path)
     folder = _dataset(tmp_path)
     (folder / "classnames.txt").unlink()
-    proc = _eval("--model", tmp_path, "--dataset", folder)
+    proc = _eval("--model", run, "--dataset", folder)
     assert proc.returncode == 2 and "classnames.txt" in proc.stderr and "missing class-name file" in proc.stderr
     folder = _dataset(tmp_path / "b", labels=(0, 7))
-    proc = _eval("--model", tmp_path, "--dataset", folder)
+    proc = _eval("--model", run, "--dataset", folder)
     assert proc.returncode == 2 and "class index 7" in proc.stderr and "00000.tar" in proc.stderr
     folder = _dataset(tmp_path / "c")
-    with tarfile.open(folder / "00000.tar", "a") as tar:
+    with tarfile.open(folder / "test" / "00000.tar", "a") as tar:
         for ext, blob in (("png", b"not an image"), ("cls", b"0")):
             info = tarfile.TarInfo(f"zz.{ext}")
             info.size = len(blob)
             tar.addfile(info, io.BytesIO(blob))
+    proc = _eval("--model", run, "--dataset", folder)
+    assert proc.returncode == 2 and "unreadable image" in proc.stderr and "00000.tar:zz" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def _random_run(tmp_path):
     import json
 
     run = tmp_path / "run"
-    run.mkdir()
+    run.mkdir(exist_ok=True)
     torch.save(models.create("openwit-debug").state_dict(), run / "final_weights.pt")
     (run / "config.json").write_text(json.dumps({"model": "openwit-debug"}))
-    proc = _eval("--model", run, "--dataset", folder)
-    assert proc.returncode == 2 and "unreadable image" in proc.stderr and "00000.tar:zz" in proc.stderr
+    return run
+
+
+def test_retrieval_on_shard_output_and_on_multi_caption_sets(tmp_path, shards, suite):
+    import json
+
+    from trainer import evalsets
+
+    pairs = evalsets.load_retrieval(str(shards))
+    assert len(pairs.images) == len(pairs.texts) > 0 and pairs.text_image == list(range(len(pairs.images)))
+    multi = evalsets.load_retrieval(str(suite / "retrieval"))
+    assert len(multi.images) == 16 and len(multi.texts) == 16 * 5 and multi.text_image[:6] == [0] * 5 + [1]
+    run = _random_run(tmp_path)
+    proc = _eval("--model", run, "--task", "retrieval", "--dataset", shards, "--output", tmp_path / "r.json")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    [record] = json.loads((tmp_path / "r.json").read_text())
+    assert record["images"] == len(pairs.images) and 0 <= record["text_to_image_R@10"] <= 1
+    assert set(record) >= {f"{d}_R@{k}" for d in ("image_to_text", "text_to_image") for k in (1, 5, 10)}
+
+
+def test_suite_runs_every_set_with_its_task_and_the_linear_probe(tmp_path, suite):
+    import json
+
+    run = _random_run(tmp_path)
+    proc = _eval("--model", run, "--suite", suite, "--linear-probe", "--resize-mode", "longest",
+                 "--output", tmp_path / "all.json")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    records = json.loads((tmp_path / "all.json").read_text())
+    jobs = [(r["dataset"].rsplit("/", 1)[-1], r["task"]) for r in records]
+    assert jobs == [("retrieval", "retrieval"), ("zeroshot_colour", "zeroshot"), ("zeroshot_colour", "linear_probe"),
+                    ("zeroshot_combination", "zeroshot"), ("zeroshot_shape", "zeroshot"),
+                    ("zeroshot_shape", "linear_probe")]
+    probe = records[2]
+    assert probe["train_samples"] == 16 and probe["samples"] == 16 and 0 <= probe["top1"] <= 1 and probe["C"] > 0
+    assert records[3]["classes"] == 64 and len(proc.stdout.strip().splitlines()) == 2 + len(records)
+
+
+def test_periodic_evaluation_scores_the_live_model(suite):
+    from trainer.eval_cli import Periodic
+
+    model = models.create("openwit-debug")
+    scores = Periodic(str(suite), 64, "longest", models.tokenizer("openwit-debug"))(model)
+    assert model.training  # restored
+    assert set(scores) == {"zeroshot_shape/top1", "zeroshot_colour/top1", "zeroshot_combination/top1",
+                           *(f"retrieval/{d}_R@{k}" for d in ("image_to_text", "text_to_image") for k in (1, 5))}
+    assert all(0 <= v <= 1 for v in scores.values())
+
+
+def test_bad_retrieval_and_probe_inputs_name_the_file(tmp_path, suite):
+    import shutil
+
+    from pipeline.synth import benchmark
+
+    run = _random_run(tmp_path)
+    proc = _eval("--model", run, "--task", "linear_probe", "--dataset", suite / "zeroshot_combination")
+    assert proc.returncode == 2 and "no train/ split" in proc.stderr and "zeroshot_combination" in proc.stderr
+    benchmark.write_set(tmp_path, "bad", None, (), {"test": [(b"\x89PNG\r\n\x1a\nxx", "cls", b"1")]})
+    proc = _eval("--model", run, "--task", "retrieval", "--dataset", tmp_path / "bad")
+    assert proc.returncode == 2 and "lacks an image or a txt member" in proc.stderr and "00000.tar" in proc.stderr
+    shutil.copytree(suite / "zeroshot_shape", tmp_path / "nonames")
+    (tmp_path / "nonames" / "classnames.txt").unlink()
+    proc = _eval("--model", run, "--suite", tmp_path / "empty-suite")
+    assert proc.returncode == 2 and "no such folder" in proc.stderr
+    proc = _eval("--model", tmp_path / "nowhere", "--dataset", suite / "zeroshot_shape")
+    assert proc.returncode == 2 and "neither an `openwit export` folder" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1

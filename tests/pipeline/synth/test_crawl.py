@@ -139,7 +139,8 @@ def test_generation_is_deterministic_per_seed_whatever_the_workers(tmp_path, sma
     crawl.generate(cfg, tmp_path / "a", workers=1)
     crawl.generate(cfg, tmp_path / "b", workers=3)
     a, b = digest(tmp_path / "a"), digest(tmp_path / "b")
-    assert a == b and len(a) == 3 * 2 + 2 + cfg.eval_size  # WAT + truth per file, 2 lists, eval images
+    # WAT + truth per file, 2 lists, eval images, the benchmark's 4 sets (18 files)
+    assert a == b and len(a) == 3 * 2 + 2 + cfg.eval_size + 18
     other = crawl.CrawlConfig(pages=90, seed=12, pages_per_file=30, hosts=tuple(manifest["hosts"]))
     crawl.generate(other, tmp_path / "c", workers=2)
     c = digest(tmp_path / "c")
