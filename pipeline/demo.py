@@ -27,7 +27,7 @@ import schemas
 from schemas import columns as C
 from pipeline import curate, dedupe, download, extract, querylist, shard
 from pipeline.cli import Parser
-from pipeline.synth import crawl
+from pipeline.synth import benchmark, crawl
 from pipeline.synth.cli import summary as crawl_summary
 from pipeline.synth.probe import EXPECTED, Prober
 from pipeline.synth.server import SyntheticWeb, free_hosts
@@ -76,6 +76,38 @@ def _phash(body: bytes) -> imagehash.ImageHash:
     return imagehash.phash(Image.open(io.BytesIO(body)).convert("RGB"))
 
 
+GOAL = {"zeroshot_shape": 0.80, "zeroshot_colour": 0.80}  # top-1 on the held-out combinations
+
+
+def learning_curve(metrics_path: Path) -> str:
+    """The periodic evaluations of a training run as a small table (empty if none)."""
+    if not metrics_path.is_file():
+        return ""
+    rows = [r for r in map(json.loads, metrics_path.read_text().splitlines()) if "eval" in r]
+    if not rows:
+        return ""
+    lines = ["  step   shape  colour  combination  T->I R@5"]
+    for r in rows:
+        e = r["eval"]
+        lines.append(f"  {r['step']:>4}   {e.get('zeroshot_shape/top1', 0):.3f}  {e.get('zeroshot_colour/top1', 0):.3f}"
+                     f"  {e.get('zeroshot_combination/top1', 0):>11.3f}  {e.get('retrieval/text_to_image_R@5', 0):>8.3f}")
+    return "\n".join(lines)
+
+
+def goal(records: list[dict]) -> str:
+    """One line: the learning goal's figures against their bars."""
+    parts = []
+    for r in records:
+        name = Path(r["dataset"]).name
+        if r["task"] == "zeroshot" and name in GOAL:
+            mark = "met" if r["top1"] >= GOAL[name] else "NOT met"
+            parts.append(f"{name.split('_', 1)[1]} {r['top1']:.1%} (goal {GOAL[name]:.0%}: {mark})")
+        if r["task"] == "retrieval":
+            chance = 5 / max(1, r["images"])
+            parts.append(f"text->image R@5 {r['text_to_image_R@5']:.1%} (chance {chance:.1%})")
+    return "learning goal, zero-shot on held-out combinations: " + "; ".join(parts)
+
+
 def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     pages, sample = (300, 8) if args.quick else (args.pages, args.sample)
@@ -88,7 +120,7 @@ def main(argv: list[str]) -> int:
     except OSError as e:
         raise schemas.UserError(f"--out {out}: cannot create this folder ({e.strerror})") from None
     started = time.perf_counter()
-    steps = 9
+    steps = 10
 
     _step(1, steps, f"synth: generating {pages:,} pages into {out / 'crawl'}")
     cfg = crawl.CrawlConfig(pages=pages, seed=args.seed, pages_per_file=max(100, pages // 4),
@@ -183,15 +215,28 @@ def main(argv: list[str]) -> int:
                          "--samples-per-shard", "2000", "--name", "openwit demo"])
     print(shard.summary(sharded))
 
-    _step(9, steps, "train (DeepSpeed, the debug recipe) on the training shards")
+    suite = out / "crawl" / benchmark.BENCHMARK_DIR
+    _step(9, steps, "train (DeepSpeed, the debug recipe) on the training shards, evaluating zero-shot as it goes")
+    # img2dataset letterboxed the training images on white ("border"); evaluate them the same way
     train_args = ["--recipe", "debug", "--data", str(out / "shards"), "--output", str(out / "train"),
-                  "--set", f"epochs={1 if args.quick else 2}", "--set", "log_every=20"]
+                  "--set", f"eval_suite={suite}", "--set", "eval_resize_mode=longest", "--set", "log_every=50",
+                  *(["--set", "epochs=1"] if args.quick else [])]
     t = time.perf_counter()
     trained = subprocess.run([sys.executable, "-m", "pipeline.cli", "train", *train_args])
     train_seconds = time.perf_counter() - t
     train_ok = trained.returncode == 0
     stats_path = out / "train" / "train_stats.json"
     train_stats = json.loads(stats_path.read_text()) if train_ok and stats_path.exists() else {}
+
+    _step(10, steps, "eval: zero-shot, retrieval and linear probe on the held-out combinations")
+    eval_ok = False
+    if train_ok:
+        (out / "eval").mkdir(exist_ok=True)
+        evaluated = subprocess.run([sys.executable, "-m", "pipeline.cli", "eval", "--model", str(out / "train"),
+                                    "--suite", str(suite), "--linear-probe", "--resize-mode", "longest",
+                                    "--output", str(out / "eval" / "results.json")], capture_output=True, text=True)
+        eval_ok = evaluated.returncode == 0
+        print(f"  results: {out / 'eval' / 'results.json'}" if eval_ok else evaluated.stderr.rstrip())
 
     links = manifest["counts"]["links"]
     print(f"\nfunnel: {links:,} image links -> {extracted['candidates']:,} candidates -> "
@@ -202,13 +247,22 @@ def main(argv: list[str]) -> int:
         print(f"training: {train_stats['steps_run']} steps of {train_stats['global_batch']} in {train_seconds:.0f}s "
               f"({train_stats['samples_per_s']:,.0f} samples/s), loss {train_stats['final_loss']:.3f}; "
               f"checkpoints and metrics in {out / 'train'}")
+    curve = learning_curve(out / "train" / "metrics.jsonl")
+    if curve:
+        print("zero-shot on the held-out combinations during training (top-1; text->image R@5):")
+        print(curve)
+    if eval_ok:
+        print("evaluation of the final model on the held-out combinations (docs/evaluation.md):")
+        print(evaluated.stdout.rstrip())
+        print(goal(json.loads((out / "eval" / "results.json").read_text())))
     print(f"demo finished in {time.perf_counter() - started:.1f}s under {out}: crawl/, extract/, curate/, download/, "
-          f"dedupe/, shards/, train/ (training shards: {out / 'shards'}, dataset card: "
+          f"dedupe/, shards/, train/, eval/ (training shards: {out / 'shards'}, dataset card: "
           f"{out / 'shards' / shard.CARD_FILE})")
     problems = [text for ok, text in (
         (probe_ok, f"{bad} kind(s) of link did not behave as declared"),
         (downloaded["ledger_ok"] and deduped["ledger_ok"] and sharded["ledger_ok"], "a stage's ledger does not add up"),
-        (train_ok, f"training failed (exit status {trained.returncode})")) if not ok]
+        (train_ok, f"training failed (exit status {trained.returncode})"),
+        (eval_ok or not train_ok, "evaluation failed")) if not ok]
     if problems:
         print(f"openwit demo: {'; '.join(problems)}", file=sys.stderr)
         return 1

@@ -9,8 +9,9 @@ the global batch, not on the number of data workers, and a run resumed at step `
 reads exactly what an uninterrupted run reads from step ``s`` on. Every rank runs the same
 number of steps (the last partial global batch of an epoch is dropped).
 
-Decoding, the random resized crop (scale ``crop_scale``, drawn from (seed, epoch, uid), so
-augmentation repeats exactly on resume) and tokenisation run in DataLoader workers; worker
+Decoding, the random resized crop (scale ``crop_scale``) and the optional greyscale
+(probability ``grayscale``), both drawn from (seed, epoch, uid) so augmentation repeats
+exactly on resume, and tokenisation run in DataLoader workers; worker
 ``w`` of ``W`` builds micro-batches ``w, w + W, ...``, which the DataLoader hands out in
 order. A sample that cannot be read or decoded is marked invalid in its batch (the loss
 leaves it out) and counted, never a crash.
@@ -121,11 +122,12 @@ class RankStream(torch.utils.data.IterableDataset):
 
     def __init__(self, index: Index, plan: Plan, seed: int, rank: int, world: int, micro_batch: int,
                  accumulation: int, start_step: int, image_size: int, crop_scale: tuple[float, float],
-                 tokenizer, augment: bool = True):
+                 tokenizer, augment: bool = True, grayscale: float = 0.0):
         super().__init__()
         self.index, self.plan, self.seed, self.rank, self.world = index, plan, seed, rank, world
         self.micro_batch, self.accumulation, self.start_step = micro_batch, accumulation, start_step
         self.image_size, self.crop_scale, self.tokenizer, self.augment = image_size, crop_scale, tokenizer, augment
+        self.grayscale = grayscale
         self._files: dict[str, object] = {}
 
     def __len__(self) -> int:
@@ -170,7 +172,10 @@ class RankStream(torch.utils.data.IterableDataset):
                 with Image.open(io.BytesIO(data)) as im:
                     img = im.convert("RGB")
                 if self.augment:
-                    img = random_resized_crop(img, self.image_size, self.crop_scale, _draw(self.seed, epoch, uid))
+                    rng = _draw(self.seed, epoch, uid)
+                    img = random_resized_crop(img, self.image_size, self.crop_scale, rng)
+                    if self.grayscale and rng.random() < self.grayscale:
+                        img = img.convert("L").convert("RGB")
                 else:
                     img = TF.resize(img, [self.image_size, self.image_size], antialias=True)
                 tensor = TF.normalize(TF.to_tensor(img), MEAN, STD)

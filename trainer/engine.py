@@ -104,9 +104,22 @@ def load(engine, folder: str, tag: str) -> dict:
     return client_state or {}
 
 
-def grad_norm(engine) -> float:
+def grad_norm(engine, fallback: float | None = None) -> float:
+    """DeepSpeed's global gradient norm; without ZeRO it keeps none, so the caller measures
+    it (``boundary_grad_norm``) before the step."""
     norm = engine.get_global_grad_norm()
+    if norm is None:
+        norm = fallback
     return float(norm) if norm is not None else float("nan")
+
+
+def boundary_grad_norm(engine) -> float | None:
+    """The 2-norm of the module's gradients after the last backward of a step (already
+    averaged across ranks without ZeRO), before clipping; None when grads are partitioned."""
+    if engine.zero_optimization_stage() > 0:
+        return None
+    sq = [p.grad.detach().float().pow(2).sum() for p in engine.module.parameters() if p.grad is not None]
+    return float(torch.stack(sq).sum().sqrt()) if sq else None
 
 
 def consolidated_state_dict(folder: str, tag: str) -> dict:

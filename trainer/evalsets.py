@@ -1,9 +1,11 @@
 """Reading evaluation datasets in the layouts users have.
 
-- CLIP_benchmark's webdataset layout: a folder with ``*.tar`` shards whose samples hold an
-  image (``webp``/``png``/``jpg``/``jpeg``) and ``cls`` (the class index), beside
-  ``classnames.txt`` (one name per line, in index order) and optionally
-  ``zeroshot_classification_templates.txt`` (one template per line, ``{c}`` for the name).
+- CLIP_benchmark's webdataset layout: ``*.tar`` shards (at the top, or under a split folder
+  such as ``test/`` and ``train/``) whose samples hold an image (``webp``/``png``/``jpg``/
+  ``jpeg``) and ``cls`` (the class index), beside ``classnames.txt`` (one name per line, in
+  index order) and optionally ``zeroshot_classification_templates.txt`` (one template per
+  line, ``{c}`` for the name). Retrieval sets hold ``txt`` instead: one caption per line.
+- `openwit shard` output, for retrieval: ``{uid}.jpg`` with its ``{uid}.txt``.
 - ImageFolder: one folder per class holding its images, plus a class-name file (one line
   per class folder, sorted by folder name: ``folder<TAB>name`` or just the name) and a
   templates file; without a class-name file the folder names are the class names.
@@ -15,7 +17,6 @@ class index out of range, an unreadable image.
 from __future__ import annotations
 
 import io
-import os
 import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -187,21 +188,3 @@ def _image_folder(root: Path, data_root: Path, classnames_file: str | None, temp
                 data.items.append((str(f), str(f)))
                 data.labels.append(label)
     return data
-
-
-def write_webdataset(folder: str | os.PathLike, samples: list[tuple[bytes, int]], classnames: list[str],
-                     templates: list[str], per_shard: int = 1000) -> None:
-    """Write a CLIP_benchmark-layout classification set (used by the synthetic benchmark)."""
-    out = Path(folder)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / CLASSNAMES).write_text("".join(f"{c}\n" for c in classnames))
-    (out / TEMPLATES).write_text("".join(f"{t.replace('{}', '{c}')}\n" for t in templates))
-    for s in range(0, max(1, len(samples)), per_shard):
-        tmp = out / f".{s // per_shard:05d}.tar.tmp"
-        with tarfile.open(tmp, "w") as tar:
-            for i, (image, label) in enumerate(samples[s:s + per_shard], start=s):
-                for ext, blob in (("png", image), ("cls", str(label).encode())):
-                    info = tarfile.TarInfo(f"s{i:07d}.{ext}")
-                    info.size = len(blob)
-                    tar.addfile(info, io.BytesIO(blob))
-        os.replace(tmp, out / f"{s // per_shard:05d}.tar")

@@ -87,7 +87,8 @@ def run(cfg: TrainConfig, resume: str | None = None) -> dict:
         start_step = state["step"]
 
     stream = data.RankStream(index, plan, cfg.seed, rank, world, cfg.micro_batch, cfg.accumulation, start_step,
-                             models.image_size(cfg.model), cfg.crop_scale, models.tokenizer(cfg.model))
+                             models.image_size(cfg.model), cfg.crop_scale, models.tokenizer(cfg.model),
+                             grayscale=cfg.grayscale)
     batches = iter(data.loader(stream, cfg.workers))
     writer = None
     if rank == 0:
@@ -117,8 +118,8 @@ def run(cfg: TrainConfig, resume: str | None = None) -> dict:
     for step in range(start_step, min(plan.total_steps, stop_at)):
         lr = cfg.lr_at(step, plan.total_steps, world)
         engine.set_lr(optimizer, lr)
-        losses, invalid = [], 0
-        for _ in range(cfg.accumulation):
+        losses, invalid, norm = [], 0, None
+        for micro in range(cfg.accumulation):
             t0 = time.perf_counter()
             batch = next(batches)
             t1 = time.perf_counter()
@@ -131,6 +132,8 @@ def run(cfg: TrainConfig, resume: str | None = None) -> dict:
             else:
                 loss = clip_loss(out_[0], out_[1], out_[2], valid)
             eng.backward(loss)
+            if micro == cfg.accumulation - 1 and done_logs(step + 1, cfg, plan):
+                norm = engine.boundary_grad_norm(eng)
             eng.step()
             losses.append(float(loss.detach()))
             compute += time.perf_counter() - t1
@@ -142,14 +145,14 @@ def run(cfg: TrainConfig, resume: str | None = None) -> dict:
         loss_value = _mean(sum(losses) / len(losses))
         invalid_total += _sum(invalid)
         done = step + 1
-        if rank == 0 and (done % cfg.log_every == 0 or done == plan.total_steps):
+        if rank == 0 and done_logs(done, cfg, plan):
             now = time.perf_counter()
             rate = (done - last_log[1]) * plan.global_batch / max(now - last_log[0], 1e-9)
             last_log = (now, done)
             wait_frac = wait / max(wait + compute, 1e-9)
             eta = (plan.total_steps - done) * plan.global_batch / max(rate, 1e-9)
             row = {"step": done, "loss": loss_value, "lr": lr, "logit_scale": scale, "samples_per_s": rate,
-                   "data_wait": wait_frac, "grad_norm": engine.grad_norm(eng), "invalid_samples": invalid_total}
+                   "data_wait": wait_frac, "grad_norm": engine.grad_norm(eng, norm), "invalid_samples": invalid_total}
             for k, v in row.items():
                 if k != "step":
                     writer.add_scalar(f"train/{k}", v, done)
@@ -192,6 +195,10 @@ def run(cfg: TrainConfig, resume: str | None = None) -> dict:
             os.replace(tmp, out / "final_weights.pt")
     dist.barrier()
     return stats
+
+
+def done_logs(done: int, cfg: TrainConfig, plan: data.Plan) -> bool:
+    return done % cfg.log_every == 0 or done == plan.total_steps
 
 
 def checkpoint(eng, cfg: TrainConfig, ckpt_dir: Path, step: int, plan: data.Plan, world: int, rank: int) -> None:

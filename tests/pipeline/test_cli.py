@@ -102,9 +102,13 @@ def test_synth_writes_a_crawl_and_serve_serves_it(tmp_path):
 def test_demo_quick_runs_end_to_end(tmp_path):
     proc = run("demo", "--quick", "--out", str(tmp_path / "demo"))
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "[3/9] probe" in proc.stdout and "[5/9] curate" in proc.stdout and "[6/9] download" in proc.stdout
-    assert "[7/9] dedupe" in proc.stdout and "[8/9] shard" in proc.stdout and "[9/9] train" in proc.stdout
-    assert "training: " in proc.stdout
+    assert "[3/10] probe" in proc.stdout and "[5/10] curate" in proc.stdout and "[6/10] download" in proc.stdout
+    assert "[7/10] dedupe" in proc.stdout and "[8/10] shard" in proc.stdout and "[9/10] train" in proc.stdout
+    assert "[10/10] eval" in proc.stdout and "training: " in proc.stdout
+    summary = proc.stdout[proc.stdout.index("funnel:"):]
+    for line in ("| zeroshot_shape | zeroshot |", "| zeroshot_colour | linear_probe |", "| retrieval | retrieval |",
+                 "learning goal, zero-shot on held-out combinations:", "  step   shape  colour"):
+        assert line in summary, line
     assert "funnel:" in proc.stdout and "curated pairs" in proc.stdout
     assert "INFO:" not in proc.stderr
     assert " NO " not in proc.stdout

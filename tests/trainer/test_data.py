@@ -6,6 +6,7 @@ from __future__ import annotations
 import shutil
 
 import pytest
+import torch
 
 import schemas
 from schemas import columns as C
@@ -45,6 +46,21 @@ def test_augmentation_repeats_on_resume(shards):
     b = list(data.loader(_stream(shards), 0))[2]
     assert a["uids"] == b["uids"] and bool((a["images"] == b["images"]).all())
     assert a["images"].shape == (8, 3, 64, 64) and a["tokens"].shape == (8, 32) and bool(a["valid"].all())
+
+
+def test_greyscale_augmentation_is_drawn_per_sample_and_repeats(shards):
+    def images(p):
+        stream = _stream(shards, steps=2)
+        stream.grayscale = p
+        return next(iter(data.loader(stream, 0)))["images"]
+
+    colour, grey, again = images(0.0), images(0.5), images(0.5)
+    assert torch.equal(grey, again)
+    turned = [not torch.equal(a, b) for a, b in zip(colour, grey)]
+    assert 0 < sum(turned) < len(turned)
+    for img, t in zip(grey, turned):  # a greyed image has equal channels before normalisation
+        raw = img * torch.tensor(data.STD)[:, None, None] + torch.tensor(data.MEAN)[:, None, None]
+        assert torch.allclose(raw[0], raw[1], atol=1e-5) == t
 
 
 def test_corrupt_member_and_truncated_shard_are_skipped_and_counted(shards, tmp_path):

@@ -63,8 +63,6 @@ def _dataset(tmp_path, labels=(0, 1, 2, 1), classnames=("red circle", "blue star
 
     from PIL import Image
 
-    from trainer import evalsets
-
     from pipeline.synth import benchmark
 
     samples = []
