@@ -36,6 +36,8 @@ class TrainConfig:
     eps: float = 1e-6
     weight_decay: float = 0.2  # not on gains, biases, embeddings of position/class, or the temperature
     warmup_steps: int = 2000
+    lr_schedule: str = "cosine"  # cosine | const-cooldown
+    lr_cooldown: float = 0.2  # const-cooldown: the fraction of steps that decays linearly to 0
     precision: str = "bf16"  # fp32 | bf16
     zero_stage: int = 1
     gradient_clipping: float = 1.0  # set explicitly: DeepSpeed's default changed in 0.19.3
@@ -62,10 +64,14 @@ class TrainConfig:
         return self.lr if self.lr > 0 else self.base_lr * self.global_batch(world) / 32_768
 
     def lr_at(self, step: int, total: int, world: int) -> float:
-        """Linear warmup, then cosine to 0, from the global step."""
+        """Linear warmup, then cosine to 0 ('cosine'), or constant then a linear cooldown to
+        0 over the last ``lr_cooldown`` of the steps ('const-cooldown'), from the global step."""
         peak = self.learning_rate(world)
         if step < self.warmup_steps:
             return peak * (step + 1) / self.warmup_steps
+        if self.lr_schedule == "const-cooldown":
+            start = total - max(1, int(round(self.lr_cooldown * total)))
+            return peak if step < start else peak * max(0.0, (total - step) / (total - start))
         span = max(1, total - self.warmup_steps)
         return 0.5 * peak * (1 + math.cos(math.pi * min(1.0, (step - self.warmup_steps) / span)))
 
@@ -76,8 +82,10 @@ class TrainConfig:
 RECIPES: dict[str, dict] = {
     # tiny towers, CPU, minutes: the demo trains this on the synthetic shards
     # (a small ResNet learns shape several times faster than the small ViT here: docs/evaluation.md)
-    "debug": dict(model="openwit-debug-rn", micro_batch=128, lr=2e-3, warmup_steps=20, epochs=12, precision="fp32",
-                  zero_stage=0, weight_decay=0.1, checkpoint_every=200, log_every=10, workers=2, eval_every=100),
+    # (shape is learned late and only at a high learning rate: constant, then a short cooldown)
+    "debug": dict(model="openwit-debug-rn", micro_batch=128, lr=2e-3, warmup_steps=20, epochs=13, precision="fp32",
+                  lr_schedule="const-cooldown", lr_cooldown=0.15, zero_stage=0, weight_decay=0.1,
+                  checkpoint_every=200, log_every=10, workers=2, eval_every=100),
     # CLIP paper hyper-parameters (lr 5e-4 at 32k scaled to the run's batch, wd 0.2, beta2 0.98, eps 1e-6)
     "vit-b-32": dict(model="ViT-B-32", micro_batch=256, warmup_steps=2000, epochs=32, precision="bf16",
                      zero_stage=1, workers=8, checkpoint_every=1000),
@@ -175,6 +183,10 @@ def validate(cfg: TrainConfig) -> None:
     for name in ("micro_batch", "accumulation", "workers", "checkpoint_every", "keep_checkpoints", "log_every"):
         if getattr(cfg, name) < (0 if name == "workers" else 1):
             raise ConfigError(f"{name}: must be positive, got {getattr(cfg, name)}")
+    if cfg.lr_schedule not in ("cosine", "const-cooldown"):
+        raise ConfigError(f"lr_schedule: expected cosine or const-cooldown, got {cfg.lr_schedule!r}")
+    if not 0 < cfg.lr_cooldown <= 1:
+        raise ConfigError(f"lr_cooldown: expected a fraction in (0, 1], got {cfg.lr_cooldown}")
     if not 0 <= cfg.grayscale <= 1:
         raise ConfigError(f"grayscale: expected a probability in [0, 1], got {cfg.grayscale}")
     if not 0 < cfg.crop_scale[0] <= cfg.crop_scale[1] <= 1:

@@ -30,6 +30,15 @@ def test_file_then_command_line(tmp_path):
     assert load("debug", str(j)).steps == 7
 
 
+def test_constant_then_linear_cooldown():
+    cfg = TrainConfig(lr=1.0, warmup_steps=10, lr_schedule="const-cooldown", lr_cooldown=0.2)
+    assert cfg.lr_at(0, 100, 1) == pytest.approx(0.1) and cfg.lr_at(10, 100, 1) == 1.0
+    assert cfg.lr_at(79, 100, 1) == 1.0 and cfg.lr_at(80, 100, 1) == pytest.approx(1.0)
+    assert cfg.lr_at(90, 100, 1) == pytest.approx(0.5) and cfg.lr_at(100, 100, 1) == 0.0
+    with pytest.raises(ConfigError, match="lr_schedule"):
+        load("debug", None, ["lr_schedule=step"])
+
+
 def test_warmup_then_cosine_from_the_global_step():
     cfg = TrainConfig(lr=1.0, warmup_steps=10)
     assert cfg.lr_at(0, 110, 1) == pytest.approx(0.1)
