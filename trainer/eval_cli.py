@@ -99,19 +99,22 @@ def text_features(model, tokenizer, texts: list[str], batch: int = 256, device="
                       for i in range(0, len(texts), batch)])
 
 
-def zeroshot(model, preprocess, tokenizer, data: evalsets.Classification, templates: list, device="cpu") -> dict:
-    weights = evaluation.classifier(model, tokenizer, data.classnames, templates, device=device).cpu()
-    feats = image_features(model, preprocess, (img for _, img, _ in data.images()), device=device)
+def zeroshot(model, preprocess, tokenizer, images, labels: list, classnames: list, templates: list, name: str,
+             device="cpu", dtype=torch.float32) -> dict:
+    """Zero-shot metrics; ``images`` are PIL images, or preprocessed tensors when
+    ``preprocess`` is None (the periodic evaluation prepares them once)."""
+    weights = evaluation.classifier(model, tokenizer, classnames, templates, device=device).cpu()
+    feats = image_features(model, preprocess, images, device=device, dtype=dtype)
     if not len(feats):
-        raise evalsets.DatasetError(f"{data.name}: no images")
-    return evaluation.zeroshot_metrics(feats, torch.tensor(data.labels), weights)
+        raise evalsets.DatasetError(f"{name}: no images")
+    return evaluation.zeroshot_metrics(feats, torch.as_tensor(labels), weights)
 
 
-def retrieval(model, preprocess, tokenizer, data: evalsets.Retrieval, device="cpu") -> dict:
-    feats = image_features(model, preprocess, (img for _, img in data.decoded()), device=device)
-    texts = text_features(model, tokenizer, data.texts, device=device)
-    return {**evaluation.retrieval_metrics(feats, texts, torch.tensor(data.text_image)),
-            "images": len(data.images), "texts": len(data.texts)}
+def retrieval(model, preprocess, tokenizer, images, texts: list, text_image: list, ks=(1, 5, 10), device="cpu",
+              dtype=torch.float32) -> dict:
+    feats = image_features(model, preprocess, images, device=device, dtype=dtype)
+    return evaluation.retrieval_metrics(feats, text_features(model, tokenizer, texts, device=device),
+                                        torch.as_tensor(text_image), ks=ks)
 
 
 def linear_probe(model, preprocess, train: evalsets.Classification, test: evalsets.Classification,
@@ -126,7 +129,9 @@ def evaluate(model, preprocess, tokenizer, dataset: str, task: str, templates: s
              classnames: str | None = None, split: str = "test", train_split: str = "train", device="cpu") -> dict:
     """Metrics of one task on one dataset (raises DatasetError naming the file on bad data)."""
     if task == "retrieval":
-        return retrieval(model, preprocess, tokenizer, evalsets.load_retrieval(dataset, split), device=device)
+        pairs = evalsets.load_retrieval(dataset, split)
+        return {**retrieval(model, preprocess, tokenizer, (img for _, img in pairs.decoded()), pairs.texts,
+                            pairs.text_image, device=device), "images": len(pairs.images), "texts": len(pairs.texts)}
     file_templates = templates if templates not in (None, "openai", "simple") else None
     data = evalsets.load(dataset, classnames, file_templates, split)
     if task == "linear_probe":
@@ -136,8 +141,9 @@ def evaluate(model, preprocess, tokenizer, dataset: str, task: str, templates: s
         return {**linear_probe(model, preprocess, train, data, device=device), "classes": len(data.classnames)}
     chosen = (evaluation.template_set(templates) if templates in ("openai", "simple")
               else data.templates or evaluation.template_set("simple"))
-    return {**zeroshot(model, preprocess, tokenizer, data, chosen, device=device), "templates": len(chosen),
-            "classes": len(data.classnames)}
+    return {**zeroshot(model, preprocess, tokenizer, (img for _, img, _ in data.images()), data.labels,
+                       data.classnames, chosen, data.name, device=device),
+            "templates": len(chosen), "classes": len(data.classnames)}
 
 
 class Periodic:
@@ -167,13 +173,12 @@ class Periodic:
         out = {}
         try:
             for name, task, images, classnames, texts, labels in self.sets:
-                feats = image_features(model, None, images, device=device, dtype=dtype)
                 if task == "zeroshot":
-                    weights = evaluation.classifier(model, self.tokenizer, classnames, texts, device=device).cpu()
-                    out[f"{name}/top1"] = evaluation.zeroshot_metrics(feats, labels, weights)["top1"]
+                    out[f"{name}/top1"] = zeroshot(model, None, self.tokenizer, images, labels, classnames, texts, name,
+                                                   device=device, dtype=dtype)["top1"]
                 else:
-                    tf = text_features(model, self.tokenizer, texts, device=device)
-                    m = evaluation.retrieval_metrics(feats, tf, labels, ks=(1, 5))
+                    m = retrieval(model, None, self.tokenizer, images, texts, labels, ks=(1, 5), device=device,
+                                  dtype=dtype)
                     out.update({f"{name}/{k}": v for k, v in m.items()})
         finally:
             model.train(was_training)
