@@ -25,7 +25,7 @@ from PIL import Image
 
 import schemas
 from schemas import columns as C
-from pipeline import curate, dedupe, download, extract, querylist, shard
+from pipeline import curate, dedupe, download, extract, querylist, report, shard
 from pipeline.cli import Parser
 from pipeline.synth import benchmark, crawl
 from pipeline.synth.cli import summary as crawl_summary
@@ -120,7 +120,7 @@ def main(argv: list[str]) -> int:
     except OSError as e:
         raise schemas.UserError(f"--out {out}: cannot create this folder ({e.strerror})") from None
     started = time.perf_counter()
-    steps = 10
+    steps = 11
 
     _step(1, steps, f"synth: generating {pages:,} pages into {out / 'crawl'}")
     cfg = crawl.CrawlConfig(pages=pages, seed=args.seed, pages_per_file=max(100, pages // 4),
@@ -238,6 +238,11 @@ def main(argv: list[str]) -> int:
         eval_ok = evaluated.returncode == 0
         print(f"  results: {out / 'eval' / 'results.json'}" if eval_ok else evaluated.stderr.rstrip())
 
+    _step(11, steps, "report: one HTML page with the funnel, queries, languages, captions, sizes, duplicates, "
+                     "samples, training and evaluation")
+    page = report.write(report.default_paths(str(out)), str(out / report.REPORT_FILE), "openwit demo")
+    print(f"  {len(page['figures'])} figures, {page['bytes'] / 1e6:.1f} MB, in {page['seconds']:.1f}s")
+
     links = manifest["counts"]["links"]
     print(f"\nfunnel: {links:,} image links -> {extracted['candidates']:,} candidates -> "
           f"{curated['curated']:,} curated pairs -> {downloaded['kept']:,} images -> "
@@ -255,6 +260,7 @@ def main(argv: list[str]) -> int:
         print("evaluation of the final model on the held-out combinations (docs/evaluation.md):")
         print(evaluated.stdout.rstrip())
         print(goal(json.loads((out / "eval" / "results.json").read_text())))
+    print(f"report: {out / report.REPORT_FILE} (open it in a browser)")
     print(f"demo finished in {time.perf_counter() - started:.1f}s under {out}: crawl/, extract/, curate/, download/, "
           f"dedupe/, shards/, train/, eval/ (training shards: {out / 'shards'}, dataset card: "
           f"{out / 'shards' / shard.CARD_FILE})")

@@ -35,9 +35,16 @@ def local_defaults(argv: list[str], mode: str = "multi_processing") -> list[str]
     suits CPU-bound jobs; ``in_memory`` (one process) suits jobs that mostly move bytes,
     which the multi-process mode would copy through gRPC between processes."""
     flags = {a.split("=", 1)[0] for a in argv if a.startswith("--")}
+    runner = LOCAL_RUNNER
+    for i, a in enumerate(argv):
+        if a.startswith("--runner="):
+            runner = a.split("=", 1)[1]
+        elif a == "--runner" and i + 1 < len(argv):
+            runner = argv[i + 1]
     extra = []
     if "--runner" not in flags:
         extra.append(f"--runner={LOCAL_RUNNER}")
+    if runner in (LOCAL_RUNNER, "FnApiRunner"):  # also when asked for by name (a scheduler's default)
         if "--direct_running_mode" not in flags:
             extra.append(f"--direct_running_mode={mode}")
         if "--direct_num_workers" not in flags and mode == "multi_processing":

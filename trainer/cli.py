@@ -2,9 +2,10 @@
 
     openwit train --recipe debug --data SHARDS --output RUN [--set key=value ...]
     openwit train --config run.yaml --resume latest
+    openwit train --recipe debug --data SHARDS --output RUN --resume auto   (safe to rerun)
     openwit train --recipe debug --data SHARDS --output RUN --nproc 2     (2 local ranks)
-    deepspeed --num_gpus 8 -m trainer.main --recipe vit-b-32 --data ... --output ...
-    deepspeed --hostfile hosts -m trainer.main ...                        (multi-node)
+    deepspeed --num_gpus 8 --module trainer.main --recipe vit-b-32 --data ... --output ...
+    deepspeed --hostfile hosts --module trainer.main ...                        (multi-node)
     torchrun --nproc-per-node 8 -m trainer.main ...
 """
 
@@ -34,7 +35,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--data", default=None, help="an `openwit shard` output folder")
     p.add_argument("--output", default=None, help="run folder: checkpoints, logs, final weights")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override any setting")
-    p.add_argument("--resume", default=None, help="'latest' or a checkpoint tag (stepNNNNNNNN)")
+    p.add_argument("--resume", default=None, help="'latest', a checkpoint tag (stepNNNNNNNN), or 'auto': the latest complete "
+                   "checkpoint if there is one, else a fresh start (what a scheduler's retry wants)")
     p.add_argument("--nproc", type=int, default=1, help="local ranks to start with the deepspeed launcher")
     return p
 

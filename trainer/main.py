@@ -1,4 +1,4 @@
-"""Entry point for launchers: ``deepspeed ... -m trainer.main ARGS`` / ``torchrun -m trainer.main ARGS``."""
+"""Entry point for launchers: ``deepspeed ... --module trainer.main ARGS`` / ``torchrun -m trainer.main ARGS``."""
 
 import sys
 

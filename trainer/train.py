@@ -37,6 +37,18 @@ def tags_done(folder: Path) -> list[tuple[int, str]]:
     return sorted(out)
 
 
+def _truncate_metrics(path: Path, start_step: int) -> None:
+    """Drop metric rows past the step this run starts from: the rows an interrupted attempt
+    wrote after its last checkpoint are written again, so a rerun leaves one row per step."""
+    if not path.is_file():
+        return
+    keep = [line for line in path.read_text().splitlines()
+            if line.strip() and json.loads(line).get("step", 0) <= start_step]
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text("".join(f"{line}\n" for line in keep))
+    os.replace(tmp, path)
+
+
 def _atomic_json(path: Path, obj: dict) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(obj, indent=1, sort_keys=True) + "\n")
@@ -69,6 +81,8 @@ def run(cfg: TrainConfig, resume: str | None = None) -> dict:
     dtype = torch.bfloat16 if cfg.precision == "bf16" else torch.float32
 
     start_step = 0
+    if resume == "auto":
+        resume = "latest" if tags_done(ckpt_dir) else None
     if resume:
         done = tags_done(ckpt_dir)
         tag = done[-1][1] if resume == "latest" and done else resume
@@ -105,6 +119,8 @@ def run(cfg: TrainConfig, resume: str | None = None) -> dict:
                              models.tokenizer(cfg.model))
     record = cfg.extra.get("record_samples")
     uid_log = open(out / f"samples-rank{rank}-from{start_step:08d}.txt", "w") if record else None  # noqa: SIM115
+    if rank == 0:
+        _truncate_metrics(out / "metrics.jsonl", start_step)
     metrics = open(out / "metrics.jsonl", "a") if rank == 0 else None  # noqa: SIM115
 
     started = time.perf_counter()

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.synth.server import free_hosts
+from tests.pipeline.test_report import ALL_FIGURES, check_report_in_chromium
 
 OPENWIT = [sys.executable, "-m", "pipeline.cli"]
 
@@ -102,9 +103,11 @@ def test_synth_writes_a_crawl_and_serve_serves_it(tmp_path):
 def test_demo_quick_runs_end_to_end(tmp_path):
     proc = run("demo", "--quick", "--out", str(tmp_path / "demo"))
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "[3/10] probe" in proc.stdout and "[5/10] curate" in proc.stdout and "[6/10] download" in proc.stdout
-    assert "[7/10] dedupe" in proc.stdout and "[8/10] shard" in proc.stdout and "[9/10] train" in proc.stdout
-    assert "[10/10] eval" in proc.stdout and "training: " in proc.stdout
+    assert "[3/11] probe" in proc.stdout and "[5/11] curate" in proc.stdout and "[6/11] download" in proc.stdout
+    assert "[7/11] dedupe" in proc.stdout and "[8/11] shard" in proc.stdout and "[9/11] train" in proc.stdout
+    assert "[10/11] eval" in proc.stdout and "[11/11] report" in proc.stdout and "training: " in proc.stdout
+    page = tmp_path / "demo" / "report.html"
+    assert f"report: {page} (open it in a browser)" in proc.stdout
     summary = proc.stdout[proc.stdout.index("funnel:"):]
     for line in ("| zeroshot_shape | zeroshot |", "| zeroshot_colour | linear_probe |", "| retrieval | retrieval |",
                  "learning goal, zero-shot on held-out combinations:", "  step   shape  colour"):
@@ -114,3 +117,4 @@ def test_demo_quick_runs_end_to_end(tmp_path):
     assert " NO " not in proc.stdout
     assert "duplicates byte-identical to their original: 8/8" in proc.stdout
     assert "0 fetches of a forbidden redirect target, 0 fetches of robots-disallowed paths" in proc.stdout
+    check_report_in_chromium(page, ALL_FIGURES, samples=24)

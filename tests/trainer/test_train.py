@@ -110,7 +110,7 @@ def test_kill_9_then_resume_sees_the_same_samples_and_ends_with_the_same_weights
     assert sidecar.exists()
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    train(shards, part, *common, resume="latest")
+    train(shards, part, *common, resume="auto")  # what a scheduler's retry runs
 
     def sequence(folder, start_files):
         lines = []
@@ -126,6 +126,14 @@ def test_kill_9_then_resume_sees_the_same_samples_and_ends_with_the_same_weights
     assert whole == resumed and len(whole) == 8
     wf, wp = weights(full), weights(part)
     assert all(torch.equal(wf[k], wp[k]) for k in wf)
+    # one metrics row per step, as in the uninterrupted run: the killed attempt's rows past
+    # its checkpoint were dropped and written again
+    losses = [(x["step"], x["loss"]) for x in metrics(part) if "loss" in x]
+    assert losses == [(x["step"], x["loss"]) for x in metrics(full) if "loss" in x] and len(losses) == 8
+    # a retry of a finished run changes nothing
+    train(shards, part, *common, resume="auto")
+    assert all(torch.equal(wf[k], w) for k, w in weights(part).items())
+    assert [(x["step"], x["loss"]) for x in metrics(part) if "loss" in x] == losses
 
 
 @pytest.mark.parametrize("settings", [
