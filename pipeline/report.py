@@ -346,13 +346,15 @@ def fig_sizes(index: pa.Table) -> bytes:
     fig = _figure(6, 5)
     ax = fig.subplots()
     ax.scatter(w[ok], h[ok], s=6, alpha=0.35, color=PALETTE[0], edgecolors="none")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
+    if ok.any():
+        ax.set_xscale("log")
+        ax.set_yscale("log")
     ax.set_xlabel("original width (px)")
     ax.set_ylabel("original height (px)")
     ax.set_title(f"image sizes before resizing ({int(ok.sum()):,} samples)")
-    lo, hi = min(w[ok].min(), h[ok].min()), max(w[ok].max(), h[ok].max())
-    ax.plot([lo, hi], [lo, hi], color=PALETTE[7], lw=0.8, ls=":")
+    if ok.any():
+        lo, hi = min(w[ok].min(), h[ok].min()), max(w[ok].max(), h[ok].max())
+        ax.plot([lo, hi], [lo, hi], color=PALETTE[7], lw=0.8, ls=":")
     return _png(fig)
 
 
