@@ -328,11 +328,16 @@ def fig_captions(texts: list[str]) -> bytes:
     words = np.array([len(t.split()) for t in texts])
     fig = _figure(10, 3.4)
     a, b = fig.subplots(1, 2)
-    a.hist(chars, bins=min(60, max(10, len(set(chars.tolist())))), color=PALETTE[0])
-    a.set_xlabel("characters")
+    # the long tail (kilobyte alts) would squeeze the body of the histogram: show up to the
+    # 99th percentile and say how many are longer
+    c_cap, w_cap = max(1, int(np.percentile(chars, 99))), max(1, int(np.percentile(words, 99)))
+    a.hist(chars[chars <= c_cap], bins=min(60, max(10, c_cap)), color=PALETTE[0])
+    a.set_xlabel("characters" + (f" ({int((chars > c_cap).sum()):,} longer than {c_cap:,} not shown; "
+                                 f"longest {chars.max():,})" if chars.max() > c_cap else ""))
     a.set_title(f"caption length: median {np.median(chars):.0f} characters")
-    b.hist(words, bins=np.arange(0.5, words.max() + 1.5) if words.max() <= 60 else 60, color=PALETTE[1])
-    b.set_xlabel("words")
+    b.hist(words[words <= w_cap], bins=np.arange(0.5, w_cap + 1.5) if w_cap <= 60 else 60, color=PALETTE[1])
+    b.set_xlabel("words" + (f" ({int((words > w_cap).sum()):,} longer than {w_cap} not shown)"
+                            if words.max() > w_cap else ""))
     b.set_title(f"median {np.median(words):.0f} words")
     for ax in (a, b):
         ax.set_ylabel("samples")
