@@ -270,7 +270,8 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--input", action="append", default=None,
                         help="CANDIDATE parquet: files, globs, or folders (an extract --output folder works)")
     parser.add_argument("--output", default=None, help="output folder")
-    parser.add_argument("--queries", default=None, help="query list: one entry per line, UTF-8, case-sensitive")
+    parser.add_argument("--queries", default=None, help="query list: one entry per line, UTF-8, case-sensitive "
+                        "(default: the shipped English list, ~320k entries, matched with --lowercase)")
     parser.add_argument("--lowercase", action="store_true", help="match case-insensitively (lowercase text and entries)")
     parser.add_argument("--t", type=float, default=None, help=f"per-query budget t (default: {balance.DEFAULT_T})")
     parser.add_argument("--target-size", type=int, default=None, help="choose t so the expected kept count is this")
@@ -352,9 +353,13 @@ def ledger(counters: dict[str, int], candidates: int) -> list[dict]:
 
 def run(argv: list[str] | None = None) -> dict:
     args, beam_options = options.parse("openwit curate", __doc__.split("\n\n")[0], add_args, list(argv or []))
-    for flag in ("input", "output", "queries"):
+    for flag in ("input", "output"):
         if not getattr(args, flag):
             raise schemas.UserError(f"--{flag} is required")
+    if not args.queries:  # the shipped default English list (wordfreq's lowercase words + PMI bigrams)
+        from pipeline import queries as querybuild
+
+        args.queries, args.lowercase = str(querybuild.default_list()), True
     if not fileio.exists(args.queries):
         raise schemas.UserError(f"--queries {args.queries}: no such file")
     if args.target_size is not None and args.target_size <= 0 or args.rows_per_file <= 0 or args.shards < 0:
@@ -374,7 +379,7 @@ def run(argv: list[str] | None = None) -> dict:
     steps = ledger(counters, candidates)
     t = fileio.read_json(fileio.join(args.output, "balance_t.json"))["t"]
     stats = {"job": STAGE, "files": len(files), "candidates": candidates, "curated": steps[-1]["kept"],
-             "t": t, "target_size": args.target_size, "seed": args.seed, "queries": args.queries,
+             "t": t, "target_size": args.target_size, "seed": args.seed, "queries": args.queries, "lowercase": args.lowercase,
              "languages": sorted(languages) if languages else "all", "langid": args.langid, "shards": shards,
              "steps": steps}
     fileio.write_json(fileio.join(args.output, STATS_FILE), stats)

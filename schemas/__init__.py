@@ -18,6 +18,7 @@ from schemas.tables import (
     KEEP,
     KNOWN_VERSIONS,
     QUERY_COUNTS,
+    QUERY_LIST,
     REJECT,
     SCHEMA_VERSION,
     SHARD_INDEX,
@@ -26,7 +27,7 @@ from schemas.tables import (
 
 __all__ = [
     "ALL", "CANDIDATE", "CURATED", "DOWNLOADED", "GROUND_TRUTH", "KEEP", "KNOWN_VERSIONS",
-    "QUERY_COUNTS", "REASONS", "REJECT", "SCHEMA_VERSION", "SHARD_INDEX", "SchemaError",
+    "QUERY_COUNTS", "QUERY_LIST", "REASONS", "REJECT", "SCHEMA_VERSION", "SHARD_INDEX", "SchemaError",
     "UserError", "check_metadata", "columns", "describe", "parquet_files", "read_table",
     "schema_name", "uid", "validate", "write_table",
 ]

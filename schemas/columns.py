@@ -50,6 +50,14 @@ MATCH_COUNT = "match_count"
 KEEP_PROB = "keep_prob"
 KEPT_COUNT = "kept_count"
 
+# Query lists (`openwit queries build`).
+ENTRY = "entry"
+QUERY_SOURCE = "source"  # wordnet | unigram | bigram | title
+OCCURRENCES = "occurrences"  # corpus count of a unigram or bigram
+PMI = "pmi"  # log2(c(ab) * N / (c(a) * c(b))) of a bigram
+VIEWS = "views"  # page views of a title
+RANK = "rank"  # 1-based position in the list
+
 # Synthetic crawl ground truth.
 LINK_INDEX = "link_index"
 SRC = "src"

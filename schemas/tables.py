@@ -149,6 +149,20 @@ QUERY_COUNTS = _schema(
     ],
 )
 
+# queries build -> one row per list entry (and per candidate that did not make the list:
+# rank null), in list order.
+QUERY_LIST = _schema(
+    "QUERY_LIST",
+    [
+        _req(C.ENTRY, pa.string()),
+        _req(C.QUERY_SOURCE, pa.string()),
+        _opt(C.OCCURRENCES, pa.int64()),
+        _opt(C.PMI, pa.float64()),
+        _opt(C.VIEWS, pa.int64()),
+        _opt(C.RANK, pa.int32()),
+    ],
+)
+
 # synth -> what every image link in the synthetic crawl really is.
 GROUND_TRUTH = _schema(
     "GROUND_TRUTH",
@@ -192,6 +206,7 @@ ALL: dict[str, pa.Schema] = {
     "SHARD_INDEX": SHARD_INDEX,
     "REJECT": REJECT,
     "QUERY_COUNTS": QUERY_COUNTS,
+    "QUERY_LIST": QUERY_LIST,
     "GROUND_TRUTH": GROUND_TRUTH,
 }
 

@@ -1,0 +1,196 @@
+"""`openwit queries`: counts and PMI on a small corpus computed by hand, the thresholds, the
+order of filling, deduplication between sources, case, WN-LMF read offline, stats after a
+curate run, the shipped default list, and the round trip into `openwit curate`."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+import schemas
+from schemas import columns as C
+from pipeline import curate, ngrams, queries
+from pipeline.matching import QueryMatcher, load_entries, spaced, spaced_entry
+
+FIXTURES = Path(__file__).parent / "fixtures"
+WORDNET = FIXTURES / "mini-wn.xml"
+IN_MEMORY = ["--runner=FnApiRunner", "--direct_running_mode=in_memory"]
+
+CORPUS = [
+    "red star on a blue sky",
+    "the red star shines",
+    "a red star, a blue moon.",
+    "the blue moon",
+]
+# word tokens: 6 + 4 + 6 + 3 = 19 (',' and '.' are not words)
+N = 19
+UNIGRAMS = {"red": 3, "star": 3, "a": 3, "blue": 3, "the": 2, "moon": 2, "on": 1, "sky": 1, "shines": 1}
+BIGRAMS = {"red star": 3, "blue moon": 2, "a blue": 2, "star on": 1, "on a": 1, "blue sky": 1, "the red": 1,
+           "star shines": 1, "a red": 1, "the blue": 1}  # "star , a" and "moon ." cross punctuation: none
+TITLES = "Red_Star\t100\nBlue Moon\t50\nTalk:Red star\t500\nU.S._Navy\t80\nthe\t1000\nbad line without tab\n"
+
+
+def test_tokens_and_counts_follow_the_matchers_spacing():
+    # spacing wraps punctuation in spaces, so a comma before a space leaves an empty token
+    assert ngrams.tokens("a red star, a blue moon.") == ["a", "red", "star", ",", "", "a", "blue", "moon", ".", ""]
+    assert ngrams.tokens("two  spaces") == ["two", "", "spaces"]
+    uni, bi = ngrams.count_plain(CORPUS)
+    assert dict(uni) == UNIGRAMS and sum(uni.values()) == N
+    assert dict(bi) == BIGRAMS
+    assert dict(ngrams.count_plain(["two  spaces"])[1]) == {}  # " two spaces " is not in " two  spaces "
+    assert ngrams.pmi(3, 3, 3, N) == pytest.approx(math.log2(3 * 19 / 9))
+
+
+def _corpus(tmp_path: Path) -> Path:
+    path = tmp_path / "corpus.txt"
+    path.write_text("\n".join(CORPUS) + "\n")
+    return path
+
+
+def _build(tmp_path: Path, *extra: str, name: str = "out") -> dict:
+    titles = tmp_path / "views.tsv"
+    titles.write_text(TITLES)
+    return queries.build(["--corpus", str(_corpus(tmp_path)), "--wordnet", str(WORDNET), "--titles", str(titles),
+                          "--min-count", "2", "--min-bigram-count", "2", "--min-pmi", "2.5", "--min-views", "70",
+                          "--output", str(tmp_path / name), *extra, *IN_MEMORY])
+
+
+def test_build_fills_wordnet_unigrams_bigrams_titles_in_order_with_the_ledger(tmp_path):
+    stats = _build(tmp_path)
+    out = tmp_path / "out"
+    entries = (out / "queries.txt").read_text().splitlines()
+    assert entries == ["dog", "hot dog", "U . S .", "Red Star",  # WordNet: one name per synset, first member
+                       "a", "blue", "red", "star", "moon", "the",  # count >= 2, by count then entry
+                       "red star", "blue moon",  # count >= 2, PMI >= 2.5 (both log2(19/3) = 2.66; by count)
+                       "U . S .  Navy"]  # views >= 70; 'Red Star' was in WordNet, 'the' a unigram
+    table = schemas.read_table(out / "queries.parquet", schemas.QUERY_LIST).to_pylist()
+    assert [r[C.RANK] for r in table] == list(range(1, 14))
+    by = {r[C.ENTRY]: r for r in table}
+    assert by["red"][C.QUERY_SOURCE] == "unigram" and by["red"][C.OCCURRENCES] == 3
+    assert by["red star"][C.PMI] == pytest.approx(math.log2(3 * 19 / (3 * 3)))
+    assert by["blue moon"][C.PMI] == pytest.approx(math.log2(2 * 19 / (3 * 2)))
+    assert by["U . S .  Navy"][C.VIEWS] == 80 and by["dog"][C.QUERY_SOURCE] == "wordnet"
+    assert stats["by_source"] == {"wordnet": 4, "unigram": 6, "bigram": 2, "title": 1}
+    src = stats["sources"]
+    assert src["unigram"] == {"in": 9, "kept": 6, "rejected": {"below_min_count": 3}, "ok": True}
+    assert src["bigram"] == {"in": 10, "kept": 2, "rejected": {"below_min_count_or_pmi": 8}, "ok": True}
+    assert src["title"] == {"in": 6, "kept": 1, "ok": True, "rejected": {
+        "already_from_unigram": 1, "already_from_wordnet": 1, "bad_row": 1, "below_min_views": 1,
+        "namespace_title": 1}}
+    assert stats["corpus"]["tokens"] == N and stats["corpus"]["documents"] == 4
+    assert json.loads((out / "queries_stats.json").read_text())["entries"] == 13
+
+
+def test_size_budget_and_lowercase(tmp_path):
+    small = _build(tmp_path, "--size", "5", name="small")
+    assert (tmp_path / "small" / "queries.txt").read_text().splitlines() == ["dog", "hot dog", "U . S .", "Red Star", "a"]
+    assert small["sources"]["unigram"]["rejected"]["over_size"] == 5
+    budget = _build(tmp_path, "--bigram-budget", "1", name="budget")
+    assert budget["sources"]["bigram"]["rejected"]["over_bigram_budget"] == 1 and budget["by_source"]["bigram"] == 1
+    lower = _build(tmp_path, "--lowercase", name="lower")
+    entries = (tmp_path / "lower" / "queries.txt").read_text().splitlines()
+    assert "Red Star" not in entries and entries[3] == "red star" and "u . s .  navy" in entries
+    assert lower["sources"]["bigram"]["rejected"]["already_from_wordnet"] == 1  # 'red star' came from WordNet
+
+
+def test_the_beam_counts_equal_the_plain_counter(tmp_path):
+    corpus = tmp_path / "c.jsonl"
+    rng_lines = [json.dumps({"text": t}) for t in CORPUS * 7] + ["not json", json.dumps({"body": "x"})]  # not-a-column
+    corpus.write_text("\n".join(rng_lines) + "\n")
+    stats = queries.build(["--corpus", str(corpus), "--min-count", "1", "--min-bigram-count", "1", "--min-pmi", "-100",
+                           "--output", str(tmp_path / "o"), "--runner=FnApiRunner",
+                           "--direct_running_mode=multi_processing", "--direct_num_workers=2"])
+    uni, bi = ngrams.count_plain(CORPUS * 7)
+    rows = schemas.read_table(tmp_path / "o" / "queries.parquet", schemas.QUERY_LIST).to_pylist()
+    assert {r[C.ENTRY]: r[C.OCCURRENCES] for r in rows if r[C.QUERY_SOURCE] == "unigram"} == dict(uni)
+    assert {r[C.ENTRY]: r[C.OCCURRENCES] for r in rows if r[C.QUERY_SOURCE] == "bigram"} == {
+        k: v for k, v in bi.items() if k not in uni}
+    assert stats["corpus"]["bad_json"] == 1 and stats["corpus"]["missing_field"] == 1
+    assert stats["corpus"]["documents"] == 28
+
+
+def _write_candidates(path: Path, texts: list[str]) -> None:
+    import pyarrow as pa
+
+    rows = [{C.UID: schemas.uid(f"http://h/{i}.jpg", t), C.URL: f"http://h/{i}.jpg", C.TEXT: t,
+             C.PAGE_URL: "http://h/", C.SOURCE_FILE: "f", C.SOURCE_OFFSET: i, C.SOURCE_FORMAT: "list"}
+            for i, t in enumerate(texts)]
+    schemas.write_table(pa.Table.from_pylist(rows, schema=schemas.CANDIDATE), path, schemas.CANDIDATE)
+
+
+def test_every_entry_that_appears_in_a_text_is_matched_by_curate(tmp_path):
+    _build(tmp_path)
+    texts = ["The U.S. Navy sails", "A red star, a blue moon.", "My dog ate a hot dog", "Red Star over the U.S.",
+             "nothing here"]
+    cand = tmp_path / "cands" / "candidates"
+    cand.mkdir(parents=True)
+    _write_candidates(cand / "part.parquet", texts)
+    listed = tmp_path / "out" / "queries.txt"
+    curate.run(["--input", str(tmp_path / "cands"), "--output", str(tmp_path / "cur"), "--queries", str(listed),
+                "--languages", "all", "--t", "1000000", "--min-words", "1", *IN_MEMORY])
+    counts = {r[C.QUERY]: r[C.MATCH_COUNT] for r in
+              schemas.read_table(tmp_path / "cur" / "query_counts", schemas.QUERY_COUNTS).to_pylist()}
+    entries = load_entries(listed.read_text().splitlines())
+    expected = {e: sum(spaced_entry(e) in spaced(t) for t in texts) for e in entries}
+    assert {e: counts.get(e, 0) for e in entries} == expected
+    assert expected["U . S .  Navy"] == 1 and expected["U . S ."] == 2 and expected["hot dog"] == 1
+    assert expected["red star"] == 1 and expected["Red Star"] == 1  # case-sensitive, as documented
+    assert QueryMatcher(entries).match_entries("The U.S. Navy sails") == ["U . S .", "U . S .  Navy"]
+
+    # stats after the curate run: never matched, over t, the head's share
+    proc = queries.list_stats(str(listed), None, str(tmp_path / "cur"), 1)
+    assert proc["entries"] == 13 and proc["by_source"] == {"unigram": 6, "wordnet": 4, "bigram": 2, "title": 1}
+    matched = {e for e, n in expected.items() if n}
+    assert proc["never_matched"] == 13 - len(matched)
+    assert proc["over_t"] == sum(1 for n in expected.values() if n > 1)
+    total = sum(expected.values())
+    assert proc["head_share"] == pytest.approx(sum(n for n in expected.values() if n > 1) / total)
+
+
+def test_the_default_list_ships_and_curate_uses_it(tmp_path):
+    entries = load_entries(queries.DEFAULT_LIST.read_text(encoding="utf-8").splitlines())
+    record = json.loads(queries.DEFAULT_RECORD.read_text())
+    assert len(entries) >= 100_000 and len(entries) == record["entries"]
+    assert record["by_source"]["unigram"] > 90_000 and record["by_source"]["bigram"] > 1_000
+    assert "openwit queries build-default" in record["command"]
+    assert all(e == e.lower() and e == e.strip() for e in entries)
+    for word in ("the", "dog", "photograph", "u . s", "star shape", "garbage collection"):
+        assert word in entries, word
+    # curate without --queries: the default list, matched case-insensitively
+    cand = tmp_path / "cands" / "candidates"
+    cand.mkdir(parents=True)
+    texts = ["My Dog ate a hot dog", "A Star Shape on a white background", "zzqx vvkw"]
+    _write_candidates(cand / "part.parquet", texts)
+    stats = curate.run(["--input", str(tmp_path / "cands"), "--output", str(tmp_path / "cur"), "--languages", "all",
+                        "--t", "1000000", "--min-words", "1", *IN_MEMORY])
+    assert stats["queries"] == str(queries.DEFAULT_LIST) and stats["lowercase"] is True
+    assert stats["curated"] == 2 and stats["steps"][0]["in"] == 3
+    counts = {r[C.QUERY]: r[C.MATCH_COUNT] for r in
+              schemas.read_table(tmp_path / "cur" / "query_counts", schemas.QUERY_COUNTS).to_pylist()}
+    assert counts["dog"] == 1 and counts["star shape"] == 1 and counts["white background"] == 1
+
+
+@pytest.mark.slow
+def test_the_default_list_rebuilds_byte_for_byte(tmp_path):
+    import platform
+
+    record = json.loads(queries.DEFAULT_RECORD.read_text())
+    if record["resources"]["python (pydoc_data topics)"] != platform.python_version():
+        pytest.skip("the bigram corpus (Python's pydoc topics) differs in this Python version")
+    assert queries.main(["build-default", "--output", str(tmp_path), *IN_MEMORY]) == 0
+    assert (tmp_path / "queries.txt").read_bytes() == queries.DEFAULT_LIST.read_bytes()
+
+
+def test_wordnet_reads_offline_and_bad_files_end_in_one_line(tmp_path):
+    assert queries.read_wordnet(str(WORDNET)) == ["dog", "hot dog", "U.S.", "Red Star"]
+    bad = tmp_path / "bad.xml"
+    bad.write_text("<LexicalResource><oops")
+    with pytest.raises(schemas.UserError, match="not a WN-LMF file"):
+        queries.read_wordnet(str(bad))
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    with pytest.raises(schemas.UserError, match="no document"):
+        queries.build(["--corpus", str(empty), "--output", str(tmp_path / "o"), *IN_MEMORY])
