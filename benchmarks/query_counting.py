@@ -8,8 +8,10 @@ least ``--mb`` MB. Both sides count every unigram and bigram with the same token
 
 - baseline: one Python process reads the file and updates two Counters (the same
   `ngrams.count_plain` the tests use as the reference), one core;
-- openwit: the counting half of the Beam job (read, parse, per-bundle pre-aggregation,
-  shuffle, sum), on the FnApiRunner with ``--workers`` processes, the counts collected.
+- openwit: the counting half of the Beam job (64 MB byte ranges read and counted in
+  parallel, a shuffle of one dict per count shard, the merge), on the FnApiRunner with
+  ``--workers`` processes; each merged shard is written to a TSV file, then read back and
+  compared.
 
 MB/s per core = corpus MB / seconds / cores used. The ratio is baseline per-core rate over
 openwit's per-core rate (above 1: Beam costs more per core).
@@ -68,27 +70,30 @@ def plain(path: Path) -> tuple[Counter, Counter, float]:
     return uni, bi, time.perf_counter() - start
 
 
+def _write_shard(item, out: str) -> int:
+    shard, counts = item
+    with open(f"{out}/counts-{shard:05d}.tsv", "w", encoding="utf-8") as fh:
+        for kind, side in zip((ngrams.UNI, ngrams.BI), counts):
+            fh.writelines(f"{kind}\t{key}\t{n}\n" for key, n in side.items())
+    return sum(len(side) for side in counts)
+
+
 def beam_counts(path: Path, out: Path, workers: int) -> tuple[dict, dict, float]:
     opts = PipelineOptions(["--runner=FnApiRunner", "--direct_running_mode=multi_processing",
                             f"--direct_num_workers={workers}"])
     start = time.perf_counter()
     with beam.Pipeline(options=opts) as p:
-        docs = (p | beam.io.ReadFromText(str(path), strip_trailing_newlines=True)
-                | beam.ParDo(ngrams.ParseDocs("text", "text")))  # not-a-column
-        uni, bi = docs | ngrams.CountNgrams()
-        for name, pc in (("uni", uni), ("bi", bi)):
-            (pc | f"Fmt {name}" >> beam.Map(lambda kv: f"{kv[0]}\t{kv[1]}")
-             | f"Write {name}" >> beam.io.WriteToText(str(out / name), num_shards=workers))
+        (p | beam.Create(ngrams.ranges([str(path)], lambda f: "text"))  # not-a-column
+         | ngrams.CountNgrams()
+         | "Write" >> beam.Map(_write_shard, out=str(out)))
     seconds = time.perf_counter() - start
-    counts = []
-    for name in ("uni", "bi"):
-        c = {}
-        for f in sorted(out.glob(f"{name}-*")):
-            for line in f.read_text(encoding="utf-8").splitlines():
-                key, n = line.rsplit("\t", 1)
-                c[key] = int(n)
-        counts.append(c)
-    return counts[0], counts[1], seconds
+    uni, bi = {}, {}
+    for f in sorted(out.glob("counts-*.tsv")):
+        with open(f, encoding="utf-8") as fh:
+            for line in fh:
+                kind, key, n = line.rstrip("\n").split("\t")
+                (uni if kind == ngrams.UNI else bi)[key] = int(n)
+    return uni, bi, seconds
 
 
 def main() -> None:

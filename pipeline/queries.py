@@ -152,22 +152,24 @@ def _format(path: str, fmt: str) -> str:
     return "jsonl" if name.endswith((".jsonl", ".json", ".ndjson")) else "text"  # not-a-column
 
 
+def _sum_columns(rows) -> tuple[int, int, int]:
+    rows = list(rows)
+    return tuple(sum(col) for col in zip(*rows)) if rows else (0, 0, 0)
+
+
 def count_corpus(p: beam.Pipeline, files: list[str], args: argparse.Namespace, out: str, with_unigrams: bool) -> None:
     """The Beam graph: documents -> counts -> unigram and bigram candidates (Parquet) and
     the corpus totals (corpus.json)."""
-    by_format: dict[str, list[str]] = {}
-    for f in files:
-        by_format.setdefault(_format(f, args.format), []).append(f)
-    docs = []
-    for fmt, group in sorted(by_format.items()):
-        for i, f in enumerate(group):
-            docs.append(p | f"Read {fmt} {i}" >> beam.io.ReadFromText(f, strip_trailing_newlines=True)
-                        | f"Parse {fmt} {i}" >> beam.ParDo(ngrams.ParseDocs(fmt, args.text_field)))
-    texts = tuple(docs) | "Docs" >> beam.Flatten()
-    uni, bi = texts | "Ngrams" >> ngrams.CountNgrams(args.lowercase)
-    total = uni | "Values" >> beam.Values() | "Tokens" >> beam.CombineGlobally(sum)
-    distinct_uni = uni | "CountUni" >> beam.combiners.Count.Globally()
-    distinct_bi = bi | "CountBi" >> beam.combiners.Count.Globally()
+    byte_ranges = p | "Ranges" >> beam.Create(ngrams.ranges(files, lambda f: _format(f, args.format)))
+    split = (byte_ranges
+             | "Ngrams" >> ngrams.CountNgrams(args.text_field, args.lowercase)
+             | "Split" >> beam.ParDo(ngrams.SplitCounts(args.min_bigram_count)).with_outputs(
+                 "bigrams", "totals", main="unigrams"))
+    uni, bi = split.unigrams, split.bigrams
+    totals = split.totals | "Totals" >> beam.CombineGlobally(_sum_columns)
+    total = totals | "Tokens" >> beam.Map(lambda t: t[0])
+    distinct_uni = totals | "DistinctUni" >> beam.Map(lambda t: t[1])
+    distinct_bi = totals | "DistinctBi" >> beam.Map(lambda t: t[2])
     min_count = args.min_count
     uni_rows = (uni
                 | "MinUnigram" >> beam.Filter(lambda kv: kv[1] >= min_count and with_unigrams)

@@ -44,6 +44,23 @@ def test_tokens_and_counts_follow_the_matchers_spacing():
     assert ngrams.pmi(3, 3, 3, N) == pytest.approx(math.log2(3 * 19 / 9))
 
 
+@pytest.mark.parametrize("range_bytes", [1, 7, 13, 64, 10_000])
+def test_byte_ranges_read_every_line_exactly_once(tmp_path, range_bytes):
+    import gzip
+
+    lines = [f"line {i} " + "x" * (i * 7 % 23) for i in range(40)] + ["", "last without newline"]
+    plain = tmp_path / "a.txt"
+    plain.write_text("\n".join(lines))
+    packed = tmp_path / "b.txt.gz"
+    packed.write_bytes(gzip.compress(("\n".join(lines) + "\n").encode()))
+    spans = ngrams.ranges([str(plain), str(packed)], lambda f: "text", range_bytes)  # not-a-column
+    assert spans[-1] == (str(packed), "text", 0, -1)  # not-a-column
+    read = {}
+    for path, _, start, end in spans:
+        read.setdefault(path, []).extend(x.decode().rstrip("\n") for x in ngrams.read_range(path, start, end))
+    assert read[str(plain)] == lines and read[str(packed)] == lines
+
+
 def _corpus(tmp_path: Path) -> Path:
     path = tmp_path / "corpus.txt"
     path.write_text("\n".join(CORPUS) + "\n")
@@ -121,7 +138,7 @@ def _write_candidates(path: Path, texts: list[str]) -> None:
     schemas.write_table(pa.Table.from_pylist(rows, schema=schemas.CANDIDATE), path, schemas.CANDIDATE)
 
 
-def test_every_entry_that_appears_in_a_text_is_matched_by_curate(tmp_path):
+def test_every_entry_that_appears_in_a_text_is_matched_by_curate(tmp_path, capsys):
     _build(tmp_path)
     texts = ["The U.S. Navy sails", "A red star, a blue moon.", "My dog ate a hot dog", "Red Star over the U.S.",
              "nothing here"]
@@ -148,6 +165,11 @@ def test_every_entry_that_appears_in_a_text_is_matched_by_curate(tmp_path):
     assert proc["over_t"] == sum(1 for n in expected.values() if n > 1)
     total = sum(expected.values())
     assert proc["head_share"] == pytest.approx(sum(n for n in expected.values() if n > 1) / total)
+    assert queries.main(["stats", str(listed), "--counts", str(tmp_path / "cur"), "--t", "1"]) == 0
+    printed = capsys.readouterr().out
+    assert f"{listed}: 13 entries" in printed and "by source: unigram 6, wordnet 4, bigram 2, title 1" in printed
+    assert f"never matched: {13 - len(matched)};" in printed
+    assert f"over t = 1: {proc['over_t']} entries (the head) hold {proc['head_share']:.1%} of matches" in printed
 
 
 def test_the_default_list_ships_and_curate_uses_it(tmp_path):
