@@ -22,6 +22,7 @@ element per line, token or key.
 
 from __future__ import annotations
 
+import gzip
 import json
 import math
 import zlib
@@ -30,6 +31,7 @@ from typing import Iterable, Iterator
 
 import apache_beam as beam
 
+from pipeline import fileio
 from pipeline.matching import PUNCT_TO_WRAP, spaced
 
 NAMESPACE = "openwit.queries"
@@ -75,8 +77,6 @@ RANGE_BYTES = 64 << 20  # a plain-text file is read in ranges of this size, in p
 
 def ranges(files: list[str], fmt_of, range_bytes: int = RANGE_BYTES) -> list[tuple[str, str, int, int]]:
     """(path, format, start, end) byte ranges covering the files; a gzip file is one range."""
-    from pipeline import fileio
-
     out = []
     for path in files:
         fmt = fmt_of(path)
@@ -92,10 +92,6 @@ def ranges(files: list[str], fmt_of, range_bytes: int = RANGE_BYTES) -> list[tup
 
 def read_range(path: str, start: int, end: int) -> Iterator[bytes]:
     """The lines that start in [start, end) (end -1: to the end; gzip read whole)."""
-    import gzip
-
-    from pipeline import fileio
-
     with fileio.open_read(path) as raw:
         if end < 0:
             head = raw.read(2)
@@ -229,31 +225,31 @@ def _with_second(item):
 
 
 class ScoreBigrams(beam.PTransform):
-    """Bigram counts -> (bigram, c_ab, pmi) for bigrams with c_ab >= min_count and pmi >= min_pmi.
+    """Bigram counts (already cut at the least count by ``SplitCounts``) -> (bigram, c_ab,
+    pmi) for bigrams with pmi >= min_pmi; ``totals`` is the singleton (tokens, unigrams, bigrams).
 
     Joins each bigram with its two words' counts by two CoGroupByKeys (no side input of the
     vocabulary, which is too large to broadcast over a full Wikipedia). Every word of a
     counted bigram is a counted unigram, so each join finds its count."""
 
-    def __init__(self, unigrams, total, min_count: int, min_pmi: float):
+    def __init__(self, unigrams, totals, min_pmi: float):
         super().__init__()
-        self.unigrams, self.total, self.min_count, self.min_pmi = unigrams, total, min_count, min_pmi
+        self.unigrams, self.totals, self.min_pmi = unigrams, totals, min_pmi
 
     def expand(self, bigrams):
-        min_count, min_pmi = self.min_count, self.min_pmi
+        min_pmi = self.min_pmi
 
-        def score(row, n):
+        def score(row, totals):
             bigram, c_ab, c_a, c_b = row
-            value = pmi(c_ab, c_a, c_b, n)
+            value = pmi(c_ab, c_a, c_b, totals[0])
             if value >= min_pmi:
                 yield bigram, c_ab, value
 
-        kept = bigrams | "MinCount" >> beam.Filter(lambda kv: kv[1] >= min_count)
-        by_first = kept | "ByFirst" >> beam.Map(lambda kv: (kv[0].split(" ")[0], kv))
+        by_first = bigrams | "ByFirst" >> beam.Map(lambda kv: (kv[0].split(" ")[0], kv))
         by_second = ({"bigrams": by_first, "count": self.unigrams}
                      | "JoinFirst" >> beam.CoGroupByKey()
                      | "WithFirst" >> beam.FlatMap(_with_first))
         return ({"bigrams": by_second, "count": self.unigrams}
                 | "JoinSecond" >> beam.CoGroupByKey()
                 | "WithSecond" >> beam.FlatMap(_with_second)
-                | "Score" >> beam.FlatMap(score, n=beam.pvalue.AsSingleton(self.total)))
+                | "Score" >> beam.FlatMap(score, totals=beam.pvalue.AsSingleton(self.totals)))

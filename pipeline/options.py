@@ -44,7 +44,7 @@ def local_defaults(argv: list[str], mode: str = "multi_processing") -> list[str]
     extra = []
     if "--runner" not in flags:
         extra.append(f"--runner={LOCAL_RUNNER}")
-    if runner in (LOCAL_RUNNER, "FnApiRunner"):  # also when asked for by name (a scheduler's default)
+    if runner == LOCAL_RUNNER:  # implied or asked for by name (a scheduler's default)
         if "--direct_running_mode" not in flags:
             extra.append(f"--direct_running_mode={mode}")
         if "--direct_num_workers" not in flags and mode == "multi_processing":

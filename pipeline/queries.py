@@ -36,8 +36,6 @@ candidates under DIR/candidates/.
 from __future__ import annotations
 
 import argparse
-import gzip
-import io
 import os
 import sys
 import time
@@ -104,39 +102,30 @@ def read_wordnet(path: str) -> list[str]:
     return names
 
 
-def _open_text(path: str) -> io.TextIOBase:
-    raw = fileio.open_read(path)
-    head = raw.read(2)
-    raw.seek(0)
-    if head == b"\x1f\x8b":
-        raw = gzip.GzipFile(fileobj=raw)
-    return io.TextIOWrapper(raw, encoding="utf-8", errors="replace")
-
-
 def read_counts_tsv(path: str, flag: str) -> tuple[list[tuple[str, int]], int]:
     """(key, number) rows of a ``key<TAB>number`` file, summed per key; and the bad lines."""
     if not fileio.exists(path):
         raise schemas.UserError(f"{flag} {path}: no such file")
     totals: Counter = Counter()
     bad = 0
-    with _open_text(path) as fh:
-        for line in fh:
-            key, sep, number = line.rstrip("\r\n").rpartition("\t")
-            try:
-                value = int(float(number))
-            except ValueError:
-                value = -1
-            if not sep or not key.strip() or value < 0:
-                bad += line.strip() != ""
-                continue
-            totals[key] += value
+    for raw in ngrams.read_range(path, 0, -1):  # the whole file, gzip or not
+        line = raw.decode("utf-8", "replace")
+        key, sep, number = line.rstrip("\r\n").rpartition("\t")
+        try:
+            value = int(float(number))
+        except ValueError:
+            value = -1
+        if not sep or not key.strip() or value < 0:
+            bad += line.strip() != ""
+            continue
+        totals[key] += value
     return list(totals.items()), bad
 
 
 def wordfreq_counts(lang: str) -> list[tuple[str, int]]:
     import wordfreq
 
-    if lang not in wordfreq.available_languages(wordlist="large") and lang not in wordfreq.available_languages():
+    if lang not in wordfreq.available_languages(wordlist="best"):
         raise schemas.UserError(f"--unigram-counts wordfreq:{lang}: wordfreq has no list for this language")
     words = wordfreq.top_n_list(lang, 10_000_000, wordlist="best")
     return [(w, round(wordfreq.word_frequency(w, lang, wordlist="best") * WORDFREQ_SCALE)) for w in words]
@@ -167,16 +156,13 @@ def count_corpus(p: beam.Pipeline, files: list[str], args: argparse.Namespace, o
                  "bigrams", "totals", main="unigrams"))
     uni, bi = split.unigrams, split.bigrams
     totals = split.totals | "Totals" >> beam.CombineGlobally(_sum_columns)
-    total = totals | "Tokens" >> beam.Map(lambda t: t[0])
-    distinct_uni = totals | "DistinctUni" >> beam.Map(lambda t: t[1])
-    distinct_bi = totals | "DistinctBi" >> beam.Map(lambda t: t[2])
     min_count = args.min_count
     uni_rows = (uni
                 | "MinUnigram" >> beam.Filter(lambda kv: kv[1] >= min_count and with_unigrams)
                 | "UniRows" >> beam.Map(lambda kv: {C.ENTRY: kv[0], C.QUERY_SOURCE: "unigram", C.OCCURRENCES: kv[1],
                                                     C.PMI: None, C.VIEWS: None, C.RANK: None}))
     bi_rows = (bi
-               | "Score" >> ngrams.ScoreBigrams(uni, total, args.min_bigram_count, args.min_pmi)
+               | "Score" >> ngrams.ScoreBigrams(uni, totals, args.min_pmi)
                | "BiRows" >> beam.Map(lambda r: {C.ENTRY: r[0], C.QUERY_SOURCE: "bigram", C.OCCURRENCES: r[1],
                                                  C.PMI: r[2], C.VIEWS: None, C.RANK: None}))
     written = []
@@ -185,14 +171,14 @@ def count_corpus(p: beam.Pipeline, files: list[str], args: argparse.Namespace, o
             fileio.join(out, CANDIDATES_DIR, name), schemas.QUERY_LIST, key=lambda r: r[C.ENTRY],
             sort_key=lambda r: r[C.ENTRY], rows_per_file=2_000_000))
 
-    def finish(_, tokens, n_uni, n_bi, n_uni_rows, n_bi_rows):
+    def finish(_, corpus_totals, n_uni_rows, n_bi_rows):
+        tokens, n_uni, n_bi = corpus_totals
         fileio.write_json(fileio.join(out, CORPUS_FILE), {
             "tokens": tokens, "distinct_unigrams": n_uni, "distinct_bigrams": n_bi,
             "unigram_candidates": n_uni_rows, "bigram_candidates": n_bi_rows})
 
     (p | "Once" >> beam.Create([None])
-     | "Finish" >> beam.Map(finish, beam.pvalue.AsSingleton(total), beam.pvalue.AsSingleton(distinct_uni),
-                            beam.pvalue.AsSingleton(distinct_bi), beam.pvalue.AsSingleton(written[0]),
+     | "Finish" >> beam.Map(finish, beam.pvalue.AsSingleton(totals), beam.pvalue.AsSingleton(written[0]),
                             beam.pvalue.AsSingleton(written[1])))
 
 
@@ -208,10 +194,8 @@ class Fill:
         self.seen: dict[str, str] = {}
         self.ledger: dict[str, dict] = {}
 
-    def source(self, name: str, seen_in: int) -> dict:
-        entry = self.ledger.setdefault(name, {"in": 0, "kept": 0, "rejected": Counter()})
-        entry["in"] += seen_in
-        return entry
+    def source(self, name: str, seen_in: int) -> None:
+        self.ledger.setdefault(name, {"in": 0, "kept": 0, "rejected": Counter()})["in"] += seen_in
 
     def reject(self, name: str, reason: str, n: int = 1) -> None:
         if n:
@@ -316,14 +300,13 @@ def build(argv: list[str]) -> dict:
             fill.add("wordnet", name)
     vocabulary: set[str] = set()
     if unigram_table is not None:
-        s = fill.source("unigram", len(unigram_table) + bad_unigrams)
+        fill.source("unigram", len(unigram_table) + bad_unigrams)
         fill.reject("unigram", "bad_row", bad_unigrams)
         ranked = sorted(((w, c) for w, c in unigram_table if c >= args.min_count), key=lambda x: (-x[1], x[0]))
         fill.reject("unigram", "below_min_count", len(unigram_table) - len(ranked))
         for w, c in ranked:
             fill.add("unigram", w, occurrences=c)
             vocabulary.add(w.lower() if args.lowercase else w)
-        del s
     elif files:
         rows = _candidates(args.output, "unigram")
         fill.source("unigram", corpus["distinct_unigrams"])

@@ -592,10 +592,14 @@ def render(run: Run, samples: int) -> tuple[str, list[str]]:
     return head + "".join(parts) + "</body></html>\n", figures
 
 
-def write(paths: dict[str, str], output: str, title: str, samples: int = 24, max_rows: int = 2_000_000) -> dict:
-    """Gather, render and atomically write the report; returns what it wrote."""
+def write(paths: dict[str, str], output: str, title: str, samples: int = 24, max_rows: int = 2_000_000,
+          where: str = "the given folders") -> dict:
+    """Gather, render and atomically write the report; returns what it wrote. A run with no
+    stage ledger at all (``where``: how to name it) is refused before anything is written."""
     t0 = time.perf_counter()
     run = gather(paths, title, max_rows)
+    if not run.stats:
+        raise schemas.UserError(f"{where}: no stage ledger found (no openwit output here)")
     page, figures = render(run, samples)
     with fileio.atomic_local(output) as tmp:
         Path(tmp).write_text(page, encoding="utf-8")
@@ -617,10 +621,7 @@ def main(argv: list[str]) -> int:
     if output is None:
         raise schemas.UserError("--output is required without a run folder")
     title = args.title or f"openwit run: {os.path.basename(os.path.normpath(args.run or output))}"
-    done = write(paths, output, title, args.samples, args.max_rows)
-    if not done["stages"]:
-        os.unlink(output)
-        raise schemas.UserError(f"{args.run or 'the given folders'}: no stage ledger found (no openwit output here)")
+    done = write(paths, output, title, args.samples, args.max_rows, where=args.run or "the given folders")
     print(f"report: {output} ({done['bytes'] / 1e6:.1f} MB, {len(done['figures'])} figures: "
           f"{', '.join(done['figures'])}; stages: {', '.join(done['stages'])}) in {done['seconds']:.1f}s")
     return 0
