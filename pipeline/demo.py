@@ -200,7 +200,7 @@ def main(argv: list[str]) -> int:
         downloaded = download.run([
             "--input", str(out / "curate"), "--output", str(out / "download"), "--image-size", "64",
             "--timeout", "2", "--retries", "1", "--samples-per-shard", "2000", "--processes", "2",
-            "--threads", "16", *[f"--allow={h.split(':')[0]}" for h in sorted(set(cfg.hosts))]])
+            "--threads", "16", *[f"--allow={h}" for h in sorted(set(cfg.hosts))]])
     print(download.summary(downloaded, str(out / "download")))
 
     _step(7, steps, "dedupe (Beam): exact and near-duplicate images, held-out evaluation images")

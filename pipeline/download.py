@@ -48,10 +48,12 @@ SUMMARY = "download the curated url list with img2dataset, behind openwit's netw
 STAGE = "download"
 STATS_FILE = "download_stats.json"
 SUCCESS = "success"
+DEFAULT_MAX_DECODE_MIB = 512
 
 # img2dataset's error messages (and our guards' "<reason>: ..." ones) -> reason codes.
 _PATTERNS = [
-    (re.compile(r"^(forbidden_address|robots_disallowed|too_large_bytes|too_large_pixels):"), None),
+    (re.compile(r"^(forbidden_address|robots_disallowed|too_large_bytes|too_large_pixels|opted_out|timeout|"
+                r"invalid_url|bad_format):"), None),
     (re.compile(r"redirect_loop"), "redirect_loop"),
     (re.compile(r"too_many_redirects"), "too_many_redirects"),
     (re.compile(r"X-Robots-Tag"), "opted_out"),
@@ -130,7 +132,9 @@ def _parser() -> Parser:
     p.add_argument("--samples-per-shard", type=int, default=10_000)
     p.add_argument("--processes", type=int, default=os.cpu_count() or 1)
     p.add_argument("--threads", type=int, default=32, help="fetching threads per process (default: 32)")
-    p.add_argument("--timeout", type=float, default=10, help="seconds per fetch (default: 10)")
+    p.add_argument("--timeout", type=float, default=10,
+                   help="wall-clock seconds per fetch, redirects and body included; robots.txt gets the same "
+                        "(default: 10)")
     p.add_argument("--retries", type=int, default=1)
     p.add_argument("--min-image-size", type=int, default=16, help="smallest accepted side in pixels (default: 16)")
     p.add_argument("--max-aspect-ratio", type=float, default=float("inf"))
@@ -141,7 +145,15 @@ def _parser() -> Parser:
     p.add_argument("--no-robots", action="store_true", help="do not honour robots.txt (not recommended)")
     p.add_argument("--allow-private-networks", action="store_true",
                    help="fetch from loopback/private addresses too (tests, private mirrors)")
-    p.add_argument("--allow", action="append", default=[], help="an address or network to allow (repeatable)")
+    p.add_argument("--allow", action="append", default=[],
+                   help="an address or network to allow, optionally with a port: 10.0.0.5, 10.0.0.0/8:8080, "
+                        "[fd00::1]:443 (repeatable)")
+    p.add_argument("--proxy", default=None,
+                   help="fetch through this http proxy (http://[user:pass@]host:port); every target is still "
+                        "checked. The environment's http_proxy/https_proxy are never used")
+    p.add_argument("--max-decode-mib", type=int, default=DEFAULT_MAX_DECODE_MIB,
+                   help="refuse an image whose decode would take more memory, judged from its header "
+                        f"(default: {DEFAULT_MAX_DECODE_MIB})")
     p.add_argument("--max-per-host", type=int, default=8,
                    help="requests in flight per host and process, at most (default: 8; 0: no bound)")
     p.add_argument("--hang-grace", type=float, default=30.0,
@@ -178,6 +190,16 @@ def run(argv: list[str]) -> dict:
     args = _parser().parse_args(argv)
     if not args.input or not args.output:
         raise schemas.UserError("--input and --output are required")
+    try:
+        for entry in args.allow:
+            netguard.parse_allow(entry)
+        if args.proxy:
+            netguard.Proxy.parse(args.proxy)
+    except ValueError as e:
+        raise schemas.UserError(str(e)) from None
+    for name in ("timeout", "max_bytes", "max_pixels", "max_decode_mib"):
+        if getattr(args, name) <= 0:
+            raise schemas.UserError(f"--{name.replace('_', '-')} must be positive")
     curated = schemas.read_table(_curated_path(args.input), schemas.CURATED)
     out = Path(args.output)
     staging, shards = out / "_staging", out / "shards"
@@ -194,7 +216,8 @@ def run(argv: list[str]) -> dict:
                      "max_redirects": args.max_redirects, "max_bytes": args.max_bytes,
                      "max_pixels": args.max_pixels, "user_agent": args.user_agent,
                      "robots": not args.no_robots, "timeout": args.timeout,
-                     "max_per_host": args.max_per_host},
+                     "max_per_host": args.max_per_host, "proxy": args.proxy,
+                     "max_decode_bytes": args.max_decode_mib << 20, "robots_store": str(out / "_robots")},
            "download": dict(
                url_list=str(out / "_input"), input_format="parquet", url_col=C.URL, caption_col=C.TEXT,
                save_additional_columns=[C.UID], output_folder=str(staging), output_format="webdataset",

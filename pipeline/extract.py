@@ -38,14 +38,13 @@ from apache_beam.metrics import Metrics
 
 import schemas
 from schemas import columns as C
-from pipeline import fileio, options
+from pipeline import fileio, options, robots
 from pipeline.warc import Record, ReadError, read_records
 
 SUMMARY = "extract (image url, alt text) candidates from WAT/WARC files or url lists (Beam)"
 STAGE = "extract"
 FORMATS = ("wat", "warc", "parquet", "csv", "tsv", "jsonl")
 NOT_HTTP_SCHEMES = ("data:", "javascript:", "mailto:", "about:", "blob:", "file:", "ftp:", "tel:")
-OPT_OUT_TOKENS = frozenset({"noai", "noimageai", "noindex", "none"})
 MAX_BODY_BYTES = 32 << 20
 BATCH_ROWS = 50_000
 STATS_FILE = "extract_stats.json"
@@ -121,15 +120,6 @@ def text_problem(alt: object, max_chars: int) -> tuple[str, str] | None:
     return None
 
 
-def robots_opt_out(values: Iterable[str]) -> bool:
-    """True if any robots directive (meta content or X-Robots-Tag) says noai/noimageai/noindex."""
-    for value in values:
-        tokens = {t.strip().lower() for t in str(value).replace(";", ",").split(",")}
-        if tokens & OPT_OUT_TOKENS:
-            return True
-    return False
-
-
 # -- pure functions: records -----------------------------------------------------------------
 
 def wat_page(record: Record) -> Page | None:
@@ -158,16 +148,15 @@ def wat_page(record: Record) -> Page | None:
         raise RecordProblem("missing_field", "no WARC-Target-URI")
     head = html.get("Head") if isinstance(html.get("Head"), dict) else {}
     metas = head.get("Metas") if isinstance(head.get("Metas"), list) else []
-    robots = [m.get("content", "") for m in metas
-              if isinstance(m, dict) and str(m.get("name", "")).lower() == "robots"]
+    meta_pairs = [(str(m.get("name", "")), str(m.get("content", ""))) for m in metas if isinstance(m, dict)]
     headers = response.get("Headers") if isinstance(response.get("Headers"), dict) else {}
-    robots += [v for k, v in headers.items() if str(k).lower() == "x-robots-tag"]
+    tags = [str(v) for k, v in headers.items() if str(k).lower() == "x-robots-tag"]
     links = html.get("Links") if isinstance(html.get("Links"), list) else []
     images = [(link.get("url"), link.get("alt")) for link in links  # not-a-column
               if isinstance(link, dict) and link.get("path") == "IMG@/src"]
     base = head.get("Base")
     anchor = urljoin(page_url, base) if isinstance(base, str) and base.strip() else None
-    return Page(page_url, anchor, robots_opt_out(robots), images)
+    return Page(page_url, anchor, robots.opted_out(tags, meta_pairs), images)
 
 
 def _http_parts(body: bytes) -> tuple[int, dict[str, str], bytes]:
@@ -258,15 +247,13 @@ def html_page(record: Record) -> Page | None:
 
     tree = LexborHTMLParser(text)
     base_node = tree.css_first("base[href]")
-    robots = [m.attributes.get("content") or "" for m in tree.css("meta")
-              if (m.attributes.get("name") or "").lower() == "robots"]
-    if "x-robots-tag" in headers:
-        robots.append(headers["x-robots-tag"])
+    meta_pairs = [(m.attributes.get("name") or "", m.attributes.get("content") or "") for m in tree.css("meta")]
+    tags = [headers["x-robots-tag"]] if "x-robots-tag" in headers else []
     images = [(img.attributes.get("src"), img.attributes.get("alt"))  # not-a-column
               for img in tree.css("img")]
     base = base_node.attributes.get("href") if base_node else None
     anchor = urljoin(page_url, base) if base else None
-    return Page(page_url, anchor, robots_opt_out(robots), images)
+    return Page(page_url, anchor, robots.opted_out(tags, meta_pairs), images)
 
 
 # -- one file --------------------------------------------------------------------------------

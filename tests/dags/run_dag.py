@@ -56,7 +56,7 @@ def main(work: Path, runs: int = 1) -> int:
         "image_size": 64,
         "samples_per_shard": 500,
         "download_options": ["--timeout=2", "--retries=1",
-                             *sorted({f"--allow={h.split(':')[0]}" for h in cfg.hosts})],
+                             *sorted({f"--allow={h}" for h in cfg.hosts})],
         "eval_images": [f"heldout={work / 'crawl' / crawl.EVAL_IMAGES_DIR}"],
         "dedupe_options": ["--eval-radius=6"],
         "beam_options": ["--labels=openwit-test=dag", "--direct_num_workers=2"],

@@ -125,3 +125,92 @@ def test_kill_9_then_rerun_equals_an_uninterrupted_run(web, curated, tmp_path):
     assert resumed["shards_done"] == full["shards_expected"] and resumed["ledger_ok"]
     assert _successes(killed) == _successes(tmp_path / "full")
     assert resumed["kept"] == full["kept"] and resumed["rejected"] == full["rejected"]
+
+
+@pytest.mark.slow
+def test_hostile_web_through_the_stage(ok, forbidden, tmp_path, monkeypatch):
+    """Every attack of the hostile web, through `openwit download` (img2dataset's own spawned
+    workers, 2 processes, one url per shard), ends as its reason in REJECT and the ledger;
+    a proxy in the environment changes nothing; robots.txt is fetched once per host."""
+    import base64
+
+    from pipeline.synth.server import bomb_png
+    from tests.pipeline.hostile import PNG, ForwardProxy, HostileServer, send, stream, trickle
+    from tests.pipeline.test_download_guard import _encoded
+
+    other = HostileServer("127.0.0.1")  # an unlisted port of an allowed address
+    other.routes["/img.png"] = lambda h: send(h, 200, PNG)
+    bom = HostileServer("127.0.0.1")  # a second allowed host whose robots.txt starts with a BOM
+    bom.routes["/robots.txt"] = lambda h: send(h, 200, "\ufeffUser-agent: *\nDisallow: /\n".encode(), "text/plain")
+    bom.routes["/img.png"] = lambda h: send(h, 200, PNG)
+    proxy = ForwardProxy()
+    ok.routes["/robots.txt"] = lambda h: send(h, 200, b"User-agent: *\nAllow: /\nDisallow: /private/\n"
+                                                     b"Disallow: /*.jpeg$\n", "text/plain")
+    hdr, rgba = _encoded("hdr"), _encoded("rgba3000")
+    routes = {
+        "/img.png": None, "/x4.png": ("googlebot: noindex", None),
+        "/x1.png": ("noimageai, googlebot: noindex", "opted_out"),
+        "/x2.png": ("index, follow, openwit: noimageai", "opted_out"), "/x3.png": ("none", "opted_out"),
+    }
+    for path, spec in routes.items():
+        if spec:
+            ok.routes[path] = lambda h, v=spec[0]: send(h, 200, PNG, headers={"X-Robots-Tag": v})
+    ok.routes["/private/a.png"] = ok.routes["/w.jpeg"] = lambda h: send(h, 200, PNG)
+    ok.routes["/hop"] = lambda h: send(h, 302, b"", "text/plain", {"Location": forbidden.url("/secret")})
+    ok.routes["/port"] = lambda h: send(h, 302, b"", "text/plain", {"Location": other.url("/img.png")})
+    ok.routes["/to-file"] = lambda h: send(h, 302, b"", "text/plain", {"Location": "file:///etc/hostname"})
+    ok.routes["/big"] = lambda h: stream(h, 40_000_000, "+40000000")
+    ok.routes["/slow"] = lambda h: trickle(h, b"HTTP/1.0 200 OK\r\nContent-Length: 8\r\n\r\n", 0) or \
+        trickle(h, b"abcdefgh", 0.7)
+    ok.routes["/img.hdr"] = lambda h: send(h, 200, hdr, "image/vnd.radiance")
+    ok.routes["/alpha.png"] = lambda h: send(h, 200, rgba)
+    ok.routes["/bomb.png"] = lambda h: send(h, 200, bomb_png())
+    cases = {ok.url(p): (r[1] if r else None) for p, r in routes.items()}
+    cases.update({
+        ok.url("/private/a.png"): "robots_disallowed", ok.url("/w.jpeg"): "robots_disallowed",
+        bom.url("/img.png"): "robots_disallowed",
+        forbidden.url("/secret"): "forbidden_address", ok.url("/hop"): "forbidden_address",
+        ok.url("/port"): "forbidden_address",
+        "file:///etc/hostname": "invalid_url", f"ftp://127.0.0.2:{forbidden.server_address[1]}/x": "invalid_url",
+        "data:image/png;base64," + base64.b64encode(PNG).decode(): "invalid_url", ok.url("/to-file"): "invalid_url",
+        ok.url("/big"): "too_large_bytes", ok.url("/slow"): "timeout",
+        ok.url("/img.hdr"): "bad_format", ok.url("/alpha.png"): "too_large_pixels",
+        ok.url("/bomb.png"): "too_large_pixels",
+    })
+    rows = [{C.UID: schemas.uid(u, "a red circle"), C.URL: u, C.TEXT: "a red circle", C.LANG: "en",
+             C.LANG_PROB: 1.0, C.MATCHED_QUERIES: ["red"], C.PAGE_URL: None, C.SOURCE_FILE: "x",
+             C.SOURCE_OFFSET: 0, C.SOURCE_FORMAT: "csv"} for u in cases]
+    folder = tmp_path / "curated"
+    schemas.write_table(pa.Table.from_pylist(rows, schema=schemas.CURATED), folder / "part-0.parquet",
+                        schemas.CURATED)
+    for var in ("http_proxy", "HTTP_PROXY", "https_proxy", "ftp_proxy", "all_proxy"):
+        monkeypatch.setenv(var, proxy.url)
+    monkeypatch.delenv("no_proxy", raising=False)
+    try:
+        stats = download.run(["--input", str(folder), "--output", str(tmp_path / "out"), "--allow", ok.address,
+                              "--allow", bom.address, "--processes", "2", "--threads", "4", "--timeout", "1",
+                              "--retries", "0", "--image-size", "32", "--samples-per-shard", "1",
+                              "--max-bytes", str(1 << 20), "--hang-grace", "5"])
+        got = {r[C.URL]: r[C.REASON] for r in
+               schemas.read_table(tmp_path / "out" / "downloaded", schemas.DOWNLOADED).to_pylist()}
+        assert got == cases
+        rejects = schemas.read_table(tmp_path / "out" / "rejects", schemas.REJECT).to_pylist()
+        assert Counter(r[C.REASON] for r in rejects) == Counter(v for v in cases.values() if v)
+        assert stats["ledger_ok"] and stats["rejected"] == dict(Counter(v for v in cases.values() if v))
+        assert proxy.asked == [] and other.connections == 0
+        assert ok.hits["/robots.txt"] == 1 and bom.hits["/robots.txt"] == 1  # across processes and shards
+        assert ok.hits["/private/a.png"] == ok.hits["/w.jpeg"] == bom.hits["/img.png"] == 0
+        assert ok.bytes_sent["/big"] < 20_000_000
+    finally:
+        for s in (other, bom, proxy):
+            s.close()
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--allow", "example.com"], "hostnames are not accepted"), (["--allow", "10.0.0.0/8:99999"], "port"),
+    (["--proxy", "socks5://127.0.0.1:1080"], "--proxy"), (["--max-decode-mib", "0"], "must be positive"),
+    (["--timeout", "-1"], "must be positive"),
+])
+def test_bad_guard_flags_are_one_line_errors(flags, message, tmp_path):
+    with pytest.raises(schemas.UserError, match=message):
+        download.run(["--input", str(tmp_path), "--output", str(tmp_path / "out"), *flags])

@@ -77,3 +77,88 @@ def test_default_policy_refuses_every_loopback_url_without_a_request(web, url_li
     assert {s for s, _ in results.values()} == {"failed_to_download"}
     assert all(e.startswith(("forbidden_address", "robots_disallowed")) for _, e in results.values())
     assert web.stats()["requests"] == before
+
+
+# -- decoding: what cannot be bounded is refused, what can is budgeted -------------------------
+
+def _encoded(kind: str) -> bytes:
+    import io
+
+    import cv2
+    import numpy as np
+    from PIL import Image
+
+    if kind == "hdr":  # Radiance RGBE, run-length coded: 1 MB that decodes to 192 MB
+        return cv2.imencode(".hdr", np.full((4000, 4000, 3), 0.5, np.float32))[1].tobytes()
+    if kind == "pfm":
+        return b"PF\n300 300\n-1.0\n" + np.zeros((300, 300, 3), np.float32).tobytes()
+    if kind == "pam":
+        return (b"P7\nWIDTH 300\nHEIGHT 300\nDEPTH 4\nMAXVAL 255\nTUPLTYPE RGB_ALPHA\nENDHDR\n"
+                + bytes(300 * 300 * 4))
+    mode, side, fmt = {"rgba3000": ("RGBA", 3000, "PNG"), "rgb3000": ("RGB", 3000, "PNG")}[kind]
+    buf = io.BytesIO()
+    Image.new(mode, (side, side), (10, 20, 30, 128)[:len(mode)]).save(buf, fmt)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("kind, refusal", [
+    ("hdr", "bad_format"), ("pfm", "bad_format"), ("pam", "bad_format"),
+    ("rgba3000", "too_large_pixels: decoding 3000x3000 RGBA"), ("rgb3000", None),
+])
+def test_pixel_cap_refuses_what_it_cannot_bound(kind, refusal):
+    import io
+
+    from pipeline.download_guard import PixelCapResizer
+
+    calls = []
+    guard = PixelCapResizer(lambda stream, *a: calls.append(1) or (b"ok", 1, 1, 1, 1, None), 64_000_000)
+    out = guard(io.BytesIO(_encoded(kind)))
+    if refusal is None:
+        assert out[-1] is None and calls == [1]
+    else:
+        assert out[-1].startswith(refusal) and calls == []
+
+
+@pytest.mark.parametrize("mode, fmt", [("RGBA", "PNG"), ("RGB", "PNG"), ("I;16", "PNG"), ("LA", "PNG"),
+                                       ("RGB", "JPEG"), ("RGBA", "WEBP"), ("P", "GIF")])
+def test_decode_budget_bounds_img2dataset_peak_memory(mode, fmt):
+    """The estimate, from the header alone, is at least what img2dataset's resizer allocates."""
+    import io
+    import tracemalloc
+
+    from img2dataset.resizer import Resizer
+    from PIL import Image
+
+    from pipeline.download_guard import decode_bytes
+
+    buf = io.BytesIO()
+    img = Image.new(mode, (700, 500))
+    img.save(buf, fmt, **({"transparency": 0} if mode == "P" else {}))
+    data = buf.getvalue()
+    with Image.open(io.BytesIO(data)) as probe:
+        estimate, _ = decode_bytes(probe, data[:64])
+    resizer = Resizer(image_size=64, resize_mode="border", resize_only_if_bigger=False)
+    tracemalloc.start()
+    try:
+        assert resizer(io.BytesIO(data))[-1] is None
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak <= estimate, f"{mode} {fmt}: measured {peak}, estimated {estimate}"
+
+
+def test_opencv_limit_reaches_spawned_workers_and_pillow_keeps_its_guard():
+    import subprocess
+    import sys
+
+    from PIL import Image
+
+    from pipeline.download_guard import install
+
+    probe = ("import cv2, numpy as np; b = cv2.imencode('.png', np.zeros((1200, 1200), np.uint8))[1]\n"
+             "try:\n    print(cv2.imdecode(b, cv2.IMREAD_UNCHANGED).shape)\nexcept cv2.error:\n    print('refused')")
+    with guarded_img2dataset(max_pixels=1_000_000):
+        out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60).stdout
+    assert out.strip() == "refused"
+    install({"allow_private": True, "max_pixels": 1_000_000})
+    assert Image.MAX_IMAGE_PIXELS is not None and Image.MAX_IMAGE_PIXELS >= 89_000_000

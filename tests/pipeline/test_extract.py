@@ -8,6 +8,7 @@ import gzip
 import hashlib
 import io
 import json
+import re
 from pathlib import Path
 
 import apache_beam as beam
@@ -20,7 +21,8 @@ from apache_beam.testing.util import assert_that, equal_to
 import schemas
 from schemas import columns as C
 from pipeline import extract
-from pipeline.extract import ExtractConfig, RecordProblem, html_page, resolve, robots_opt_out, text_problem, wat_page
+from pipeline.extract import ExtractConfig, RecordProblem, html_page, resolve, text_problem, wat_page
+from pipeline.robots import opted_out
 from pipeline.synth import crawl
 from pipeline.synth.crawl import _gzip_member, warc_record
 from pipeline.warc import Record
@@ -73,8 +75,10 @@ def test_text_problem_and_robots():
     assert text_problem("x" * 101, 100)[0] == "alt_too_long"
     assert text_problem("bad \ufffd byte", 100)[0] == "undecodable_text"
     assert text_problem("lone \ud800", 100)[0] == "undecodable_text"
-    assert robots_opt_out(["index, NoAI"]) and robots_opt_out(["noimageai"]) and robots_opt_out(["none"])
-    assert not robots_opt_out(["index, follow", "noarchive"])
+    assert opted_out(["index, NoAI"]) and opted_out(["noimageai"]) and opted_out(["none"])
+    assert not opted_out(["index, follow", "noarchive"])
+    assert opted_out(["noimageai, googlebot: noindex"]) and opted_out(["index, follow, openwit: noimageai"])
+    assert not opted_out(["googlebot: noindex"])
 
 
 def _wat(envelope: object, uri: str = "http://h/p.html") -> Record:
@@ -272,3 +276,24 @@ def test_run_is_deterministic_across_runners_and_reruns(small_crawl, tmp_path):
     before = _digests(tmp_path / "a")
     extract.run(["--input", paths, "--output", str(tmp_path / "a"), *IN_MEMORY])  # rerun: skips, same bytes
     assert _digests(tmp_path / "a") == before
+
+
+@pytest.mark.parametrize("head, header, opted", [
+    ('<meta name="openwit" content="noimageai">', "", True),
+    ('<meta name="googlebot" content="noindex">', "", False),
+    ('<meta name="robots" content="none">', "", True),
+    ("", "X-Robots-Tag: noimageai, googlebot: noindex\r\n", True),
+    ("", "X-Robots-Tag: index, follow, openwit: noimageai\r\n", True),
+    ("", "X-Robots-Tag: googlebot: noindex\r\n", False),
+])
+def test_page_opt_outs_use_the_download_stage_grammar(head, header, opted):
+    html = f"<html><head>{head}</head><body><img src=a.jpg alt=b></body></html>".encode()
+    http = b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\n" + header.encode() + b"\r\n" + html
+    assert html_page(_response(http)).opted_out is opted
+    env = {"Envelope": {"WARC-Header-Metadata": {"WARC-Target-URI": "http://h/p.html"},
+           "Payload-Metadata": {"HTTP-Response-Metadata": {
+               "Headers": dict([header.strip().split(": ", 1)]) if header else {},
+               "HTML-Metadata": {"Head": {"Metas": [{"name": n, "content": c} for n, c in
+                                                    re.findall(r'name="(\w+)" content="(\w+)"', head)]},
+                                 "Links": []}}}}}
+    assert wat_page(_wat(env)).opted_out is opted

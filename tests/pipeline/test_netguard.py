@@ -14,8 +14,9 @@ import pytest
 
 import schemas
 from schemas import columns as C
-from pipeline.netguard import (AddressPolicy, ForbiddenAddress, RobotsCache, RobotsDisallowed, TooLarge, build_opener,
-                               why_forbidden)
+from pipeline.netguard import (DEFAULT_USER_AGENT, AddressPolicy, ForbiddenAddress, RobotsDisallowed, TooLarge,
+                               build_opener, why_forbidden)
+from pipeline.robots import RobotsCache
 from pipeline.synth import crawl
 
 
@@ -62,7 +63,7 @@ def test_refused_by_hostname_that_resolves_to_loopback(web, rows):
     port = urlsplit(url).port
     assert socket.gethostbyname("localhost") == "127.0.0.1"
     policy = AddressPolicy.from_strings(["127.0.0.2/32"])  # the server's 127.0.0.2 only
-    with pytest.raises(ForbiddenAddress, match="localhost is 127.0.0.1"):
+    with pytest.raises(ForbiddenAddress, match="localhost:[0-9]+ is 127.0.0.1"):
         build_opener(policy).open(f"http://localhost:{port}/robots.txt", timeout=5)
 
 
@@ -95,7 +96,7 @@ def test_redirect_loops_and_bodies_are_capped(web, rows):
 def test_robots_txt_is_fetched_once_per_host_and_honoured(web, rows):
     private = url_with(rows, "robots_disallow")
     public = url_with(rows, "none").replace(urlsplit(url_with(rows, "none")).netloc, urlsplit(private).netloc)
-    cache = RobotsCache(build_opener(AddressPolicy(allow_private=True)))
+    cache = RobotsCache(build_opener(AddressPolicy(allow_private=True)), DEFAULT_USER_AGENT)
     before = web.stats()["robots_txt"]
     assert not cache.allowed(private)
     assert cache.allowed(public)
@@ -105,7 +106,7 @@ def test_robots_txt_is_fetched_once_per_host_and_honoured(web, rows):
         s.bind(("127.0.0.1", 0))
         dead = f"http://127.0.0.1:{s.getsockname()[1]}/img/x.jpg"
     assert not cache.allowed(dead)
-    refused = RobotsCache(build_opener(AddressPolicy()))
+    refused = RobotsCache(build_opener(AddressPolicy()), DEFAULT_USER_AGENT)
     with pytest.raises(ForbiddenAddress):  # robots.txt on a forbidden host is never fetched
         refused.allowed(public)
     assert urllib.request is not None
