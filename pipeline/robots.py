@@ -139,7 +139,7 @@ class RobotsCache:
         """Return if robots.txt lets our token fetch ``url``; raise the refusal otherwise."""
         origin = _origin(url)
         entry, rules = self._entry(origin)
-        outcome, detail = entry["outcome"], entry.get("detail", "")
+        outcome, detail = entry["outcome"], entry.get("why", "")
         if outcome == "forbidden":
             raise ForbiddenAddress(detail)  # the host itself is refused: say so
         if outcome == "timeout":
@@ -165,21 +165,21 @@ class RobotsCache:
                 body = b""
                 while len(body) < ROBOTS_LIMIT and (data := resp.read(min(64 << 10, ROBOTS_LIMIT - len(body)))):
                     body += data
-            return {"outcome": "ok", "status": 200, "body": body.decode("utf-8-sig", "replace")}
+            return {"outcome": "ok", "code": 200, "body": body.decode("utf-8-sig", "replace")}
         except ForbiddenAddress as e:
             if e.host == host:
-                return {"outcome": "forbidden", "detail": str(e).split(": ", 1)[-1]}
-            return {"outcome": "unreachable", "detail": f"redirected to a refused address: {e}"}
+                return {"outcome": "forbidden", "why": str(e).split(": ", 1)[-1]}
+            return {"outcome": "unreachable", "why": f"redirected to a refused address: {e}"}
         except FetchTimeout as e:
-            return {"outcome": "timeout", "detail": str(e).split(": ", 1)[-1]}
+            return {"outcome": "timeout", "why": str(e).split(": ", 1)[-1]}
         except urllib.error.HTTPError as e:
             if "too_many_redirects" in str(e.reason):
-                return {"outcome": "unavailable", "status": e.code, "detail": "too many redirects"}
+                return {"outcome": "unavailable", "code": e.code, "why": "too many redirects"}
             if 400 <= e.code < 500 and e.code != 429:
-                return {"outcome": "unavailable", "status": e.code, "detail": f"HTTP {e.code}"}
-            return {"outcome": "unreachable", "status": e.code, "detail": f"HTTP {e.code}"}
+                return {"outcome": "unavailable", "code": e.code, "why": f"HTTP {e.code}"}
+            return {"outcome": "unreachable", "code": e.code, "why": f"HTTP {e.code}"}
         except Exception as e:  # refused hop, network error, truncated body, bad headers: cached too
-            return {"outcome": "unreachable", "detail": f"{type(e).__name__}: {e}"[:200]}
+            return {"outcome": "unreachable", "why": f"{type(e).__name__}: {e}"[:200]}
 
 
 class RobotsProcessor(urllib.request.BaseHandler):

@@ -259,10 +259,10 @@ def test_parse_allow(entry, net, port):
     assert parse_allow(entry) == (ipaddress.ip_network(net), port)
 
 
-@pytest.mark.parametrize("entry", ["example.com", "127.0.0.1:0", "127.0.0.1:http", "10.0.0.0/33", "[::1]:99999"])
-def test_parse_allow_refuses(entry):
+@pytest.mark.parametrize("spec", ["example.com", "127.0.0.1:0", "127.0.0.1:http", "10.0.0.0/33", "[::1]:99999"])
+def test_parse_allow_refuses(spec):
     with pytest.raises(ValueError, match="--allow"):
-        parse_allow(entry)
+        parse_allow(spec)
 
 
 # -- 9. special-purpose ranges ----------------------------------------------------------------
