@@ -63,7 +63,7 @@ _PATTERNS = [
     (re.compile(r"timed out|timeout", re.IGNORECASE), "timeout"),
     (re.compile(r"IncompleteRead|peer closed|Connection broken", re.IGNORECASE), "truncated"),
     (re.compile(r"^image too small"), "too_small"),
-    (re.compile(r"^image area too large"), "too_large_pixels"),
+    (re.compile(r"^image area too large|CV_IO_MAX_IMAGE_PIXELS|validateInputImageSize"), "too_large_pixels"),
     (re.compile(r"^aspect ratio too large"), "bad_aspect_ratio"),
     (re.compile(r"decod|cannot identify|unsupported|not an image", re.IGNORECASE), "bad_format"),
     (re.compile(r"refused|reset|unreachable|resolve|Name or service|urlopen error", re.IGNORECASE),

@@ -53,6 +53,11 @@ def test_reason_mapping():
     assert download.reason_for("failed_to_download", "forbidden_address: 10.0.0.1 is private") == "forbidden_address"
     assert download.reason_for("failed_to_resize", "Image decoding error") == "bad_format"
     assert download.reason_for("failed_to_download", "something new") == "download_error"
+    assert download.reason_for("failed_to_resize", "OpenCV(4.14.0) loadsave.cpp:79: error: (-215:Assertion failed) "
+                               "pixels <= CV_IO_MAX_IMAGE_PIXELS in function 'validateInputImageSize'") \
+        == "too_large_pixels"
+    assert download.reason_for("failed_to_download", "invalid_url: file: urls are not fetched") == "invalid_url"
+    assert download.reason_for("failed_to_download", "timeout: fetching x took longer than 2s") == "timeout"
 
 
 def test_interleave_by_host():
