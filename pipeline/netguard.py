@@ -578,13 +578,13 @@ class XRobotsProcessor(urllib.request.BaseHandler):
     handler_order = 800
 
     def __init__(self, token: str):
-        self.token = token
+        from pipeline.robots import opted_out  # robots imports this module: bound once, here
+
+        self.token, self.opted_out = token, opted_out
 
     def http_response(self, request, response):
-        from pipeline import robots
-
         values = response.headers.get_all("X-Robots-Tag") or []
-        if 200 <= response.status < 300 and values and robots.opted_out(headers=values, token=self.token):
+        if 200 <= response.status < 300 and values and self.opted_out(headers=values, token=self.token):
             response.close()
             raise OptedOut(f"X-Robots-Tag {'; '.join(values)[:120]!r}")
         return response
