@@ -4,7 +4,7 @@ Baseline (same run, same urls, same options): img2dataset's own command with no 
 in a fresh process as its users run it. Every url is fetched once, untimed, before the
 first timed run (the loopback servers cache the images they render, and share the 2 cores
 with the downloaders); then each tool runs ``--repeats`` times, alternating, and the best
-run of each is compared.
+run of each is compared (the median runs' ratio is printed beside it).
 openwit adds the address guard on every hop, the per-fetch deadline, robots.txt (shared by
 the worker processes), X-Robots-Tag, capped redirects/bytes/pixels/decode memory, host
 interleaving, the watchdog, shard publishing and the ledger. Two webs, both measured in the
@@ -21,6 +21,7 @@ import argparse
 import contextlib
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -131,13 +132,15 @@ def report(web: str, n: int, pages: int, results: dict, repeats: int) -> None:
     """The best (shortest) of the runs of each tool, and every run's wall time."""
     best = {name: min(runs, key=lambda r: r[1]) for name, runs in results.items()}
     base_ok, base_wall, _ = best["img2dataset"]
+    median = {name: statistics.median(ok / wall for ok, wall, _ in runs) for name, runs in results.items()}
     print(f"[{web}] {n:,} urls from a {pages:,}-page synthetic crawl "
           f"({'faults included' if web == 'all' else 'faults but no decompression bombs'}), 2 cores, "
           f"{OPTIONS['processes']} processes x {OPTIONS['threads']} threads, timeout {OPTIONS['timeout']}s, "
           f"best of {repeats}")
     for name, (ok, wall, used) in best.items():
         rate = ok / wall
-        tag = "(baseline)" if name == "img2dataset" else f"x{rate / (base_ok / base_wall):.2f}"
+        tag = "(baseline)" if name == "img2dataset" else (
+            f"x{rate / (base_ok / base_wall):.2f} (median run: x{median[name] / median['img2dataset']:.2f})")
         runs = ", ".join(f"{r[1]:.1f}s" for r in results[name])
         print(f"{name:<12} {ok:>7,} images in {wall:6.1f}s  {rate:7.1f} images/s  {rate / 2:6.1f} per core  "
               f"{used / max(ok, 1) * 1000:6.2f} CPU-ms per image  {tag}  (runs: {runs})", flush=True)

@@ -252,7 +252,8 @@ def _run_watched(job: dict, staging: Path, shards: Path, expected: int, grace: f
     started = time.monotonic()
     try:
         while child.poll() is None:
-            time.sleep(0.5)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                child.wait(timeout=0.5)  # wakes as soon as img2dataset exits
             done = publish(staging, shards)
             if done != last:
                 _progress(shards, done, expected, time.monotonic() - started)

@@ -16,12 +16,18 @@ import tempfile
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
-from apache_beam.io.filesystem import CompressionTypes
-from apache_beam.io.filesystems import FileSystems
-
 from schemas import UserError
 
 COPY_CHUNK = 8 << 20
+
+
+def _beam():
+    """Beam's FileSystems and CompressionTypes, imported on first use of a URL: a stage
+    that only touches local paths (download's parent, for one) does not pay Beam's import."""
+    from apache_beam.io.filesystem import CompressionTypes
+    from apache_beam.io.filesystems import FileSystems
+
+    return FileSystems, CompressionTypes
 
 
 def is_local(path: str) -> bool:
@@ -29,24 +35,25 @@ def is_local(path: str) -> bool:
 
 
 def join(base: str, *parts: str) -> str:
-    return os.path.join(base, *parts) if is_local(base) else FileSystems.join(base, *parts)
+    return os.path.join(base, *parts) if is_local(base) else _beam()[0].join(base, *parts)
 
 
 def exists(path: str) -> bool:
-    return os.path.exists(path) if is_local(path) else FileSystems.exists(path)
+    return os.path.exists(path) if is_local(path) else _beam()[0].exists(path)
 
 
 def size(path: str) -> int:
     if is_local(path):
         return os.path.getsize(path)
-    return FileSystems.match([path])[0].metadata_list[0].size_in_bytes
+    return _beam()[0].match([path])[0].metadata_list[0].size_in_bytes
 
 
 def open_read(path: str) -> BinaryIO:
     """A raw binary stream (no decompression: readers detect gzip themselves)."""
     if is_local(path):
         return open(path, "rb")
-    return FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
+    filesystems, compression = _beam()
+    return filesystems.open(path, compression_type=compression.UNCOMPRESSED)
 
 
 def makedirs(path: str) -> None:
@@ -72,7 +79,8 @@ def atomic_local(dest: str) -> Iterator[str]:
         if is_local(dest):
             os.replace(tmp, dest)
         else:
-            with open(tmp, "rb") as src, FileSystems.create(dest, compression_type=CompressionTypes.UNCOMPRESSED) as out:
+            filesystems, compression = _beam()
+            with open(tmp, "rb") as src, filesystems.create(dest, compression_type=compression.UNCOMPRESSED) as out:
                 while chunk := src.read(COPY_CHUNK):
                     out.write(chunk)
     finally:
@@ -105,7 +113,7 @@ def expand_inputs(specs: list[str]) -> list[str]:
                 files.update(_read_path_list(item))
                 continue
             try:
-                matched = FileSystems.match([item])[0].metadata_list
+                matched = _beam()[0].match([item])[0].metadata_list
             except Exception as e:  # Beam raises BeamIOError with a nested message
                 raise UserError(f"--input {item}: cannot list ({e})") from None
             found = [m.path for m in matched if not os.path.basename(m.path).startswith(".")]
