@@ -110,6 +110,17 @@ class RobotsStore:
         return entry
 
 
+def decode(body: bytes) -> str:
+    """A fetched robots.txt as the parser gets it: the first ``ROBOTS_LIMIT`` bytes, UTF-8
+    (RFC 9309 2.3) with a byte-order mark dropped and undecodable bytes replaced."""
+    return body[:ROBOTS_LIMIT].decode("utf-8-sig", "replace")
+
+
+def rules(text: str) -> Protego:
+    """The parsed rules of a decoded robots.txt."""
+    return Protego.parse(text)
+
+
 class RobotsCache:
     """robots.txt per origin (scheme://host:port), fetched once through the guarded opener."""
 
@@ -131,14 +142,14 @@ class RobotsCache:
                 cached = self._rules.get(origin)
                 if cached is None:
                     entry = self.store.get(origin, lambda: self._fetch(origin)) if self.store else self._fetch(origin)
-                    rules = Protego.parse(entry["body"]) if entry["outcome"] == "ok" else None
-                    cached = self._rules[origin] = (entry, rules)
+                    parsed = rules(entry["body"]) if entry["outcome"] == "ok" else None
+                    cached = self._rules[origin] = (entry, parsed)
         return cached
 
     def check(self, url: str) -> None:
         """Return if robots.txt lets our token fetch ``url``; raise the refusal otherwise."""
         origin = _origin(url)
-        entry, rules = self._entry(origin)
+        entry, parsed = self._entry(origin)
         outcome, detail = entry["outcome"], entry.get("why", "")
         if outcome == "forbidden":
             raise ForbiddenAddress(detail)  # the host itself is refused: say so
@@ -146,7 +157,7 @@ class RobotsCache:
             raise FetchTimeout(f"robots.txt of {origin}: {detail}")
         if outcome == "unreachable":
             raise RobotsDisallowed(f"robots.txt of {origin} unreachable ({detail}): everything disallowed")
-        if rules is not None and not rules.can_fetch(url, self.token):
+        if parsed is not None and not parsed.can_fetch(url, self.token):
             raise RobotsDisallowed(f"robots.txt of {urlsplit(url).netloc} disallows {urlsplit(url).path}")
 
     def allowed(self, url: str) -> bool:
@@ -165,7 +176,7 @@ class RobotsCache:
                 body = b""
                 while len(body) < ROBOTS_LIMIT and (data := resp.read(min(64 << 10, ROBOTS_LIMIT - len(body)))):
                     body += data
-            return {"outcome": "ok", "code": 200, "body": body.decode("utf-8-sig", "replace")}
+            return {"outcome": "ok", "code": 200, "body": decode(body)}
         except ForbiddenAddress as e:
             if e.host == host:
                 return {"outcome": "forbidden", "why": str(e).split(": ", 1)[-1]}
