@@ -3,14 +3,17 @@
 A query matched by ``c`` texts keeps each of them with ``p = t / max(c, t)``: tail
 queries (``c <= t``) keep everything, head queries about ``t`` texts. A text matching the
 set M of queries is kept with ``1 - prod(1 - p_q for q in M)``, i.e. if any of its queries
-would keep it. The draw is a hash of (seed, uid), so every runner and rerun agrees.
+would keep it. The draw is a hash of (seed, uid) under its own purpose
+(``schemas.ids.BALANCE``), so every runner and rerun agrees, and no other decision (the
+shard order) shares its randomness.
 """
 
 from __future__ import annotations
 
-import hashlib
 from itertools import accumulate
 from typing import Iterable, Sequence
+
+from schemas import ids
 
 DEFAULT_T = 20_000
 
@@ -28,9 +31,13 @@ def keep_probability(counts: Sequence[int], t: float) -> float:
 
 
 def draw(seed: int, uid: str) -> float:
-    """A uniform number in [0, 1) fixed by (seed, uid)."""
-    h = hashlib.blake2b(f"{seed}\x1f{uid}".encode(), digest_size=8).digest()
-    return int.from_bytes(h, "big") / 2.0**64
+    """A uniform number in [0, 1) fixed by (seed, uid), drawn for balancing only."""
+    return ids.uniform(ids.BALANCE, seed, uid)
+
+
+def keeps(seed: int, uid: str, p: float) -> bool:
+    """Whether the balancing draw keeps a sample whose keep probability is ``p``."""
+    return draw(seed, uid) < p
 
 
 def solve_t(counts: Iterable[int], target: int) -> float:

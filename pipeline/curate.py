@@ -51,6 +51,9 @@ STEPS = ("clean", "match", "dedupe", "balance", "language")
 STATS_FILE = "curate_stats.json"
 REJECTS = "rejects"
 KEPT_QUERIES = "kept_queries"
+# Output shards at the least: enough parallel work for a local run, and fixed, so the
+# partitioning (and download's order after it) is the same whichever machine launches.
+MIN_SHARDS = 16
 
 
 def _counter(step: str, outcome: str) -> Metrics.DelegatingCounter:
@@ -192,7 +195,7 @@ class BalanceAndLanguageFn(beam.DoFn):
         kept_queries: Counter = Counter()
         for row in rows:
             p = balance.keep_probability([counts[q] for q in row[C.MATCHED_QUERIES]], t)
-            if balance.draw(self.seed, row[C.UID]) >= p:
+            if not balance.keeps(self.seed, row[C.UID], p):
                 outcomes["balance", "balanced_out"] += 1
                 rejects.append(reject_row(row, "balanced_out", f"p={p:.6g}"))
                 continue
@@ -288,7 +291,8 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rows-per-file", type=int, default=2_000_000,
                         help="at most this many candidates per output shard (default: 2,000,000)")
     parser.add_argument("--shards", type=int, default=0,
-                        help="output shards (default: the larger of 2 per core and candidates / --rows-per-file)")
+                        help=f"output shards (default: the larger of {MIN_SHARDS} and candidates / --rows-per-file; "
+                             "never the machine's cpu count, so every machine writes the same files)")
 
 
 
@@ -369,7 +373,7 @@ def run(argv: list[str] | None = None) -> dict:
     languages = None if args.languages.strip().lower() == "all" else frozenset(
         x.strip() for x in args.languages.split(",") if x.strip())
     rules = textclean.TextRules(args.min_chars, args.min_words, args.max_chars, args.max_url_chars)
-    shards = args.shards or max(2 * (os.cpu_count() or 1), math.ceil(candidates / args.rows_per_file))
+    shards = args.shards or max(MIN_SHARDS, math.ceil(candidates / args.rows_per_file))
     curate = CurateCandidates(args.queries, rules, args.seed, args.t, args.target_size, languages,
                               args.lowercase, args.dedupe_url, args.langid, shards)
     start = time.perf_counter()

@@ -9,7 +9,6 @@ file count are removed once the new set is complete.
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 from typing import Callable
@@ -29,7 +28,7 @@ def part_name(index: int, count: int) -> str:
 
 
 def shard_of(key: str, count: int) -> int:
-    return int.from_bytes(hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "big") % count
+    return schemas.ids.hash64(schemas.ids.PARTITION, key) % count
 
 
 def write_rows(dest: str, rows: list[dict], schema: pa.Schema) -> None:

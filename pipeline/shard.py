@@ -14,7 +14,9 @@ Reads the dedupe keep set (KEEP), the downloaded shards it points into and the C
     README.md            the dataset card: counts, funnel, schema version, command lines
     shard_stats.json     the ledger: in = kept + rejected (missing_sample)
 
-Order: samples are sorted by blake2b(seed, uid), so neighbours in a shard come from unrelated
+Order: samples are sorted by a hash of (seed, uid) drawn for the shard order alone
+(``schemas.ids.SHARD_ORDER``: independent of the balancing draw, so how common a sample's
+query is says nothing about its place), and neighbours in a shard come from unrelated
 hosts and queries; the global sort is exact and distributed (hash ranges of ~--range-rows
 samples, counted first, each sorted on its own, ranks from the counts' prefix sums).
 
@@ -59,8 +61,9 @@ def _counter(name: str) -> Metrics.DelegatingCounter:
 
 
 def order_key(seed: int, uid: str) -> int:
-    """The sample's place in the dataset order: a 64-bit hash of (seed, uid)."""
-    return int.from_bytes(hashlib.blake2b(f"{seed}\x1f{uid}".encode(), digest_size=8).digest(), "big")
+    """The sample's place in the dataset order: a 64-bit hash of (seed, uid) drawn for the
+    shard order only, so it is independent of every other draw (the balancing one included)."""
+    return schemas.ids.hash64(schemas.ids.SHARD_ORDER, seed, uid)
 
 
 def shard_name(index: int) -> str:
@@ -386,7 +389,7 @@ def dataset_card(args: argparse.Namespace, stats: dict, per_shard: list[dict]) -
              f"({stats['bytes'] / 1e6:,.1f} MB)",
              "- each sample: `{uid}.jpg` (the image), `{uid}.txt` (the caption, UTF-8), `{uid}.json` "
              "(uid, url, page url, language, matched queries, sizes, sha256, pHash/dHash)",
-             f"- order: sorted by blake2b(seed={args.seed}, uid)",
+             f"- order: sorted by blake2b-64 personalised '{schemas.ids.SHARD_ORDER}' of (seed={args.seed}, uid)",
              f"- manifest: `{INDEX_DIR}/NNNNN.parquet` (SHARD_INDEX, schema version {schemas.SCHEMA_VERSION}); "
              f"`{SIZES_FILE}` for open_clip", "", "## Funnel", "", "| stage | in | kept |", "|---|---:|---:|"]
     if curate:

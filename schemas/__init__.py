@@ -6,6 +6,7 @@ This package imports only pyarrow (and the standard library).
 
 from schemas import columns
 from schemas.errors import SchemaError, UserError
+from schemas import ids
 from schemas.ids import uid
 from schemas.io import check_metadata, parquet_files, read_table, validate, write_table
 from schemas.reasons import REASONS, describe
@@ -28,6 +29,6 @@ from schemas.tables import (
 __all__ = [
     "ALL", "CANDIDATE", "CURATED", "DOWNLOADED", "GROUND_TRUTH", "KEEP", "KNOWN_VERSIONS",
     "QUERY_COUNTS", "QUERY_LIST", "REASONS", "REJECT", "SCHEMA_VERSION", "SHARD_INDEX", "SchemaError",
-    "UserError", "check_metadata", "columns", "describe", "parquet_files", "read_table",
+    "UserError", "check_metadata", "columns", "ids", "describe", "parquet_files", "read_table",
     "schema_name", "uid", "validate", "write_table",
 ]

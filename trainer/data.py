@@ -19,7 +19,6 @@ leaves it out) and counted, never a crash.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import math
 import os
@@ -97,8 +96,7 @@ def micro_batch_positions(plan: Plan, seed: int, step: int, micro: int, rank: in
 
 
 def _draw(seed: int, epoch: int, uid: str) -> random.Random:
-    h = hashlib.blake2b(f"{seed}\x1f{epoch}\x1f{uid}".encode(), digest_size=8).digest()
-    return random.Random(int.from_bytes(h, "big"))
+    return random.Random(schemas.ids.hash64(schemas.ids.AUGMENT, seed, epoch, uid))
 
 
 def random_resized_crop(img: Image.Image, size: int, scale: tuple[float, float], rng: random.Random) -> Image.Image:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 import random
 from pathlib import Path
 
@@ -217,10 +218,17 @@ def test_balancing_statistics(candidates, queries, tmp_path):
 
 
 @pytest.mark.slow
-def test_target_size_and_determinism_across_runners(candidates, queries, tmp_path):
-    a = _run(candidates, queries, tmp_path / "a", "--languages", "all", "--target-size", "3000")
-    b = _run(candidates, queries, tmp_path / "b", "--languages", "all", "--target-size", "3000",
-             runner=["--runner=FnApiRunner", "--direct_running_mode=multi_processing", "--direct_num_workers=2"])
+def test_target_size_and_the_same_bytes_on_any_machine(candidates, queries, tmp_path, monkeypatch):
+    """Two machines: one core and one worker process, then four cores and four worker
+    processes. Nothing written may depend on either."""
+    runs = {}
+    for name, cores in (("a", 1), ("b", 4)):
+        monkeypatch.setattr(os, "cpu_count", lambda cores=cores: cores)
+        runs[name] = _run(candidates, queries, tmp_path / name, "--languages", "all", "--target-size", "3000",
+                          runner=["--runner=FnApiRunner", "--direct_running_mode=multi_processing",
+                                  f"--direct_num_workers={cores}"])
+    a, b = runs["a"], runs["b"]
+    assert a["shards"] == b["shards"] == curate.MIN_SHARDS
     counts = [r[C.MATCH_COUNT] for r in _rows(tmp_path / "a" / "query_counts", schemas.QUERY_COUNTS)]
     assert balance.expected_size(counts, a["t"]) == pytest.approx(3000)
 

@@ -174,3 +174,31 @@ def test_open_clip_style_loader_sees_every_sample_once_over_2_ranks_x_2_workers(
     assert sorted(keys) == sorted(index[C.KEY].to_pylist())  # every sample exactly once
     assert all(r["keys"] for r in results)  # both ranks read
     assert results[0]["total"] == stats["kept"] and results[0]["shards"] == stats["shards"]
+
+
+@pytest.mark.parametrize("seed", [0, 7])
+def test_shard_order_says_nothing_about_how_common_a_query_is(seed):
+    """A pool with a heavy head: half the candidates on one query kept with p = 0.02, half on
+    tail queries (p = 1), balanced and ordered with the same seed, as curate and shard
+    default to. The share of chance-kept samples in each decile of the shard order stays
+    within binomial bounds of its overall share."""
+    from pipeline import balance
+
+    n = 100_000
+    t = 0.02 * n  # the head query's count is n: p = t / n
+    kept = []
+    for i in range(2 * n):
+        uid = schemas.uid(f"http://h{i % 97}.example/{i}.jpg", f"caption {i}")
+        p = balance.keep_probability([n] if i % 2 else [1], t)
+        if balance.keeps(seed, uid, p):
+            kept.append((shard.order_key(seed, uid), p < 1))
+    kept.sort()
+    chance = sum(c for _, c in kept)
+    share = chance / len(kept)
+    assert 1800 < chance < 2200  # about 2% of the head
+    decile = len(kept) // 10
+    sd = (decile * share * (1 - share)) ** 0.5
+    counts = [sum(c for _, c in kept[d * decile:(d + 1) * decile]) for d in range(10)]
+    assert all(abs(c - decile * share) < 4.5 * sd for c in counts), (counts, decile * share, sd)
+    chi2 = sum((c - decile * share) ** 2 / (decile * share * (1 - share)) for c in counts)
+    assert chi2 < 27.9, counts  # chi-square, 9 degrees of freedom, p = 0.001
