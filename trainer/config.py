@@ -34,7 +34,7 @@ class TrainConfig:
     base_lr: float = 5e-4
     betas: tuple[float, float] = (0.9, 0.98)
     eps: float = 1e-6
-    weight_decay: float = 0.2  # not on gains, biases, embeddings of position/class, or the temperature
+    weight_decay: float = 0.2  # not on gains, biases, any embedding or the temperature (open_clip decays embeddings)
     warmup_steps: int = 2000
     lr_schedule: str = "cosine"  # cosine | const-cooldown
     lr_cooldown: float = 0.2  # const-cooldown: the fraction of steps that decays linearly to 0

@@ -2,8 +2,9 @@
 
 Builds the DeepSpeed config from the trainer config (micro-batch, accumulation, bf16,
 ZeRO stage, explicit gradient clipping), starts the process group (gloo on CPU, NCCL on
-GPUs), wraps the model and an AdamW whose weight decay skips gains, biases, embeddings of
-position/class and the temperature, clamps the temperature on the fp32 master weights,
+GPUs), wraps the model and an AdamW whose weight decay skips gains, biases, every
+embedding (token, position, class) and the temperature (open_clip decays the token and
+positional embeddings), clamps the temperature on the fp32 master weights,
 and saves/loads checkpoints.
 """
 
@@ -35,7 +36,9 @@ def init_distributed() -> tuple[int, int]:
 
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
     """Decay on weight matrices only: not on gains, biases, embeddings, class/position
-    tokens or the temperature (as in CLIP and open_clip)."""
+    tokens or the temperature. This is openwit's choice, not open_clip's: open_clip exempts
+    only 1-d parameters, norms, biases and the logit scale, so it does decay the positional
+    and token embeddings."""
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         if not p.requires_grad:

@@ -73,25 +73,20 @@ def test_two_ranks_equal_one_rank_with_the_whole_batch(shards, tmp_path):
         assert a["grad_norm"] > 0 and abs(a["grad_norm"] - b["grad_norm"]) <= 1e-4 * a["grad_norm"]
     wa, wb = weights(tmp_path / "one"), weights(tmp_path / "two")
     assert wa.keys() == wb.keys()
-    # The key third of attention's in_proj_bias has an exactly zero true gradient (softmax
-    # is invariant to a shift shared by all keys): its gradient is rounding noise, which
-    # AdamW scales up to +-lr steps, so it differs by ~1e-6 absolute between any two
-    # summation orders. It is compared separately; every other tensor within 1e-5.
-    def split(w):
-        out = {}
-        for k, v in w.items():
-            if k.endswith("attn.in_proj_bias"):
-                n = v.numel() // 3
-                out[k + "[q,v]"] = torch.cat([v[:n], v[2 * n:]])
-                out[k + "[k]"] = v[n:2 * n]
-            else:
-                out[k] = v
-        return out
-
-    sa, sb = split(wa), split(wb)
-    worst = max((rel(sb[k], sa[k]), k) for k in sa if not k.endswith("[k]"))
+    # Biases start at zero, so after 3 steps each element is the sum of three AdamW steps
+    # of about +-lr, and an element whose gradient is near zero (the key third of
+    # attention's in_proj_bias has an exactly zero true gradient: softmax ignores a shift
+    # shared by all keys; other elements come close) moves by an amount that rounding
+    # decides. A bias's relative error says nothing; biases are compared element by element
+    # in units of the steps taken: within 1/1000 of a step. A mis-averaged gradient would be
+    # off by whole steps. Every other tensor agrees within 1e-5 relative.
+    steps = sum(m["lr"] for m in one)
+    bias = [k for k in wa if k.endswith("bias")]
+    assert bias
+    worst_bias = max(float((wb[k] - wa[k]).abs().max()) for k in bias)
+    assert worst_bias <= 1e-3 * steps, (worst_bias, steps)
+    worst = max((rel(wb[k], wa[k]), k) for k in wa if k not in bias)
     assert worst[0] <= 1e-5, worst
-    assert max(float((sb[k] - sa[k]).abs().max()) for k in sa if k.endswith("[k]")) <= 1e-5
     total = sum(float((wb[k] - wa[k]).norm() ** 2) for k in wa) ** 0.5 / sum(float(wa[k].norm() ** 2) for k in wa) ** 0.5
     assert total <= 1e-6, total
 
