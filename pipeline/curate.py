@@ -3,12 +3,13 @@ language-tagged CURATED url list, the QUERY_COUNTS behind it, and the REJECT row
 
 Steps, cheapest and most selective first, and what their order means for the counts:
 
-1. clean    ftfy repair, whitespace collapse; drop url_too_long, text_too_long,
+1. clean    ftfy repair, whitespace collapse (extract already did both; a candidate list
+            made elsewhere gets them here, its uid unchanged); drop url_too_long, text_too_long,
             filename_text, boilerplate_text, text_too_short. Per row, no shuffle.
 2. match    one Aho-Corasick pass per text over the query list (MetaCLIP's spacing rule);
             drop no_query_match. Fused with step 1, before any shuffle, so the shuffle
             of step 3 carries only texts that can be kept. Its count includes duplicates.
-3. dedupe   exact, on uid = hash(url, repaired text): the copy with the smallest
+3. dedupe   exact, on the uid extract fixed = hash(url, repaired text): the copy with the smallest
             (source_file, source_offset) is kept, the others are duplicate_uid; with
             --dedupe-url also one row per url (smallest uid kept), duplicate_url.
 4. counts   exact global count of deduplicated texts per matched query (QUERY_COUNTS).
@@ -119,7 +120,7 @@ class CleanAndMatchFn(beam.DoFn):
                 rejects.append(reject_row(row, "no_query_match"))
                 continue
             matched_count += 1
-            uid = schemas.uid(row[C.URL], text)
+            uid = row[C.UID]  # fixed by extract from (url, repaired text); never recomputed
             # Every copy of a uid (and, with url dedupe, of a url) must meet in one shard.
             key = row[C.URL] if self.by_url else uid
             buckets.setdefault(outputs.shard_of(key, self.shards), []).append(

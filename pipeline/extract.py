@@ -5,7 +5,9 @@ Heritrix, StormCrawler or Browsertrix write), and url + caption lists (parquet, 
 jsonl; csv/tsv/jsonl optionally gzip). Writes, per input file ``F`` (so outputs are
 deterministic, a retried file rewrites the same bytes and a rerun skips finished files):
 
-    OUTPUT/candidates/<F>.parquet   CANDIDATE rows, in file order
+    OUTPUT/candidates/<F>.parquet   CANDIDATE rows, in file order: the alt text repaired
+                                    (``textclean.normalize``) and its uid, fixed here for
+                                    every later stage
     OUTPUT/rejects/<F>.parquet      REJECT rows: every dropped link or damaged record
     OUTPUT/files/<F>.json           the file's ledger; written last, it marks the file done
     OUTPUT/extract_stats.json       the job's ledger: links = candidates + sum(rejected)
@@ -38,7 +40,7 @@ from apache_beam.metrics import Metrics
 
 import schemas
 from schemas import columns as C
-from pipeline import fileio, options, robots
+from pipeline import fileio, options, robots, textclean
 from pipeline.warc import Record, ReadError, read_records
 
 SUMMARY = "extract (image url, alt text) candidates from WAT/WARC files or url lists (Beam)"
@@ -315,7 +317,8 @@ def _link_events(report: FileReport, cfg: ExtractConfig, source: str, offset: in
             yield _reject(reason, detail, source, offset, url)
             continue
         report.candidates += 1
-        yield "candidate", {C.UID: schemas.uid(url, alt), C.URL: url, C.TEXT: alt, C.PAGE_URL: page_url,
+        text = textclean.normalize(alt)  # the repaired text: its uid is fixed here, once
+        yield "candidate", {C.UID: schemas.uid(url, text), C.URL: url, C.TEXT: text, C.PAGE_URL: page_url,
                             C.SOURCE_FILE: source, C.SOURCE_OFFSET: offset, C.SOURCE_FORMAT: fmt}
 
 

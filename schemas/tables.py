@@ -39,7 +39,9 @@ _PROVENANCE = [
     _req(C.SOURCE_FORMAT, pa.string()),  # wat | warc | list
 ]
 
-# extract -> every (image url, alt text) link found in the crawl.
+# extract -> every (image url, alt text) link found in the crawl: the text repaired
+# (ftfy, collapsed spaces) and the uid = schemas.uid(url, text) fixed here, once; every
+# later stage carries it (curate's rejects and kept rows alike).
 CANDIDATE = _schema(
     "CANDIDATE",
     [_req(C.UID, pa.string()), _req(C.URL, pa.string()), _req(C.TEXT, pa.string()), *_PROVENANCE],

@@ -101,7 +101,9 @@ def test_balancing_probabilities_and_t_solver():
 # -- Beam composite --------------------------------------------------------------------------
 
 def _cand(url: str, text: str, offset: int, source: str = "f.wat.gz") -> dict:
-    return {C.UID: schemas.uid(url, text), C.URL: url, C.TEXT: text, C.PAGE_URL: "http://h/p.html",
+    """A candidate whose uid is fixed as extract fixes it (on the repaired text), its text left
+    unrepaired so that curate's own repair is exercised too."""
+    return {C.UID: schemas.uid(url, textclean.normalize(text)), C.URL: url, C.TEXT: text, C.PAGE_URL: "http://h/p.html",
             C.SOURCE_FILE: source, C.SOURCE_OFFSET: offset, C.SOURCE_FORMAT: "wat"}
 
 
@@ -163,6 +165,14 @@ def test_ledger_against_the_ground_truth(small_crawl, candidates, queries, tmp_p
         if row[C.KIND] == "mojibake":
             assert r[C.TEXT] == textclean.normalize(row[C.CLEAN_CAPTION])
         assert r[C.MATCHED_QUERIES] and r[C.UID] == schemas.uid(r[C.URL], r[C.TEXT])
+    # The uid is extract's, on every curated row and on every reject of every step.
+    extracted = {(r[C.SOURCE_FILE], r[C.SOURCE_OFFSET], r[C.URL]): r[C.UID]
+                 for r in _rows(candidates / "candidates", schemas.CANDIDATE)}
+    for r in curated + rejects:
+        assert r[C.UID] == extracted[(r[C.SOURCE_FILE], r[C.SOURCE_OFFSET], r[C.URL])], r.get(C.REASON, "kept")
+    assert {"boilerplate_text", "filename_text", "no_query_match"} <= {r[C.REASON] for r in rejects}
+    assert any(r[C.TEXT] != row[C.TEXT] for r, row in ((r, by_link[(r[C.SOURCE_FILE], r[C.SOURCE_OFFSET], r[C.URL])])
+                                                       for r in curated))  # repaired texts among them
 
 
 def _balancing_inputs(candidates: Path, queries: Path) -> dict[str, list[str]]:
