@@ -47,9 +47,9 @@ from pipeline.langid import BACKENDS, LanguageId
 from pipeline.matching import QueryMatcher, load_entries
 
 SUMMARY = "match, balance, deduplicate and language-tag candidates into the url list to download (Beam)"
-STAGE = "curate"
+STAGE = schemas.run.CURATE
 STEPS = ("clean", "match", "dedupe", "balance", "language")
-STATS_FILE = "curate_stats.json"
+STATS_FILE = schemas.run.stage(STAGE).ledger
 REJECTS = "rejects"
 KEPT_QUERIES = "kept_queries"
 # Output shards at the least: enough parallel work for a local run, and fixed, so the
@@ -343,19 +343,6 @@ def build(p: beam.Pipeline, files: list[str], output: str, curate: CurateCandida
     out["t"] | "WriteT" >> beam.Map(lambda t: fileio.write_json(t_path, {"t": t}))
 
 
-def ledger(counters: dict[str, int], candidates: int) -> list[dict]:
-    """Per step: in, kept, rejected by reason, from the job's counters."""
-    steps = []
-    entering = candidates
-    for step in STEPS:
-        rejected = {k.split(":", 1)[1]: v for k, v in sorted(counters.items())
-                    if k.startswith(f"{step}:") and not k.endswith(":kept") and v}
-        kept = counters.get(f"{step}:kept", 0)
-        steps.append({"step": step, "in": entering, "kept": kept, "rejected": rejected})
-        entering = kept
-    return steps
-
-
 def run(argv: list[str] | None = None) -> dict:
     args, beam_options = options.parse("openwit curate", __doc__.split("\n\n")[0], add_args, list(argv or []))
     for flag in ("input", "output"):
@@ -381,12 +368,12 @@ def run(argv: list[str] | None = None) -> dict:
     p = beam.Pipeline(options=beam_options)
     build(p, files, args.output, curate)
     counters = options.run_counted(p, beam_options, f"openwit.{STAGE}")
-    steps = ledger(counters, candidates)
+    steps = schemas.run.steps_from_counters(counters, STEPS, candidates)
     t = fileio.read_json(fileio.join(args.output, "balance_t.json"))["t"]
     stats = {"job": STAGE, "files": len(files), "candidates": candidates, "curated": steps[-1]["kept"],
              "t": t, "target_size": args.target_size, "seed": args.seed, "queries": args.queries, "lowercase": args.lowercase,
              "languages": sorted(languages) if languages else "all", "langid": args.langid, "shards": shards,
-             "steps": steps}
+             **schemas.run.ledger(STAGE, steps)}
     fileio.write_json(fileio.join(args.output, STATS_FILE), stats)
     return {**stats, "seconds": round(time.perf_counter() - start, 2), "output": args.output}
 

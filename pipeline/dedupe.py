@@ -48,9 +48,9 @@ from schemas import columns as C
 from pipeline import fileio, imagehashes, neardup, options, outputs, tario
 
 SUMMARY = "remove exact and near-duplicate images and evaluation images from the downloaded shards (Beam)"
-STAGE = "dedupe"
+STAGE = schemas.run.DEDUPE
 STEPS = ("hash", "exact", "eval", "near")
-STATS_FILE = "dedupe_stats.json"
+STATS_FILE = schemas.run.stage(STAGE).ledger
 DEFAULT_RADIUS = 2  # docs/dedupe.md: precision 0.96, recall 0.70 on the labelled near-duplicates
 DEFAULT_EVAL_RADIUS = 4  # recall first: 0.93 of evaluation copies found, precision 0.89
 SUCCESS = "success"
@@ -433,18 +433,6 @@ def build(p: beam.Pipeline, jobs: list, output: str, sets: list[tuple[str, list[
                                                    rows_per_file=5_000_000))
 
 
-def ledger(counters: dict[str, int], images: int) -> list[dict]:
-    steps, entering = [], images
-    for step in STEPS:
-        rejected = {k.split(":", 1)[1]: v for k, v in sorted(counters.items())
-                    if k.startswith(f"{step}:") and not k.endswith(":kept") and v}
-        kept = counters.get(f"{step}:kept", 0)
-        steps.append({"step": step, "in": entering, "kept": kept, "rejected": rejected,
-                      "ok": entering == kept + sum(rejected.values())})
-        entering = kept
-    return steps
-
-
 def run(argv: list[str] | None = None) -> dict:
     args, beam_options = options.parse("openwit dedupe", __doc__.split("\n\n")[0], add_args, list(argv or []))
     for flag in ("input", "output"):
@@ -464,20 +452,16 @@ def run(argv: list[str] | None = None) -> dict:
     p = beam.Pipeline(options=beam_options)
     build(p, jobs, args.output, sets, args.radius, eval_r, args.dhash, args.cap, partitions, args.batch)
     counters = options.run_counted(p, beam_options, f"openwit.{STAGE}")
-    steps = ledger(counters, images)
+    steps = schemas.run.steps_from_counters(counters, STEPS, images)
     clusters = {int(k.split(":")[1]): v for k, v in counters.items() if k.startswith("cluster:")}
     evals = [{"name": name, "path_count": len(files), "images": counters.get(f"evalset:{s}:images", 0),
               "unreadable": counters.get(f"evalset:{s}:unreadable", 0),
               "training_images_removed": counters.get(f"evalset:{s}:overlap", 0)}
              for s, (name, files) in enumerate(sets)]
-    rejected = Counter()
-    for s in steps:
-        rejected.update(s["rejected"])
-    stats = {"job": STAGE, "input": args.input, "in": images, "kept": steps[-1]["kept"],
-             "rejected": dict(sorted(rejected.items())), "radius": args.radius, "eval_radius": eval_r,
+    stats = {"job": STAGE, "input": args.input, "radius": args.radius, "eval_radius": eval_r,
              "cap": args.cap, "partitions": partitions, "popcounts": counters.get("search:popcounts", 0),
-             "eval_sets": evals, "component_sizes": dict(sorted(clusters.items())), "steps": steps}
-    stats["ledger_ok"] = all(s["ok"] for s in steps) and images == stats["kept"] + sum(rejected.values())
+             "eval_sets": evals, "component_sizes": dict(sorted(clusters.items())),
+             **schemas.run.ledger(STAGE, steps)}
     fileio.write_json(fileio.join(args.output, STATS_FILE), stats)
     return {**stats, "seconds": round(time.perf_counter() - start, 2), "output": args.output}
 

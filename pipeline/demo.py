@@ -240,7 +240,7 @@ def main(argv: list[str]) -> int:
 
     _step(11, steps, "report: one HTML page with the funnel, queries, languages, captions, sizes, duplicates, "
                      "samples, training and evaluation")
-    page = report.write(report.default_paths(str(out)), str(out / report.REPORT_FILE), "openwit demo")
+    page = report.write(schemas.run.layout(str(out)), str(out / report.REPORT_FILE), "openwit demo")
     print(f"  {len(page['figures'])} figures, {page['bytes'] / 1e6:.1f} MB, in {page['seconds']:.1f}s")
 
     links = manifest["counts"]["links"]

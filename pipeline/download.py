@@ -45,8 +45,8 @@ from pipeline import fileio, netguard
 from pipeline.cli import Parser
 
 SUMMARY = "download the curated url list with img2dataset, behind openwit's network guards"
-STAGE = "download"
-STATS_FILE = "download_stats.json"
+STAGE = schemas.run.DOWNLOAD
+STATS_FILE = schemas.run.stage(STAGE).ledger
 SUCCESS = "success"
 DEFAULT_MAX_DECODE_MIB = 512
 
@@ -325,10 +325,8 @@ def account(shards: Path, out: Path, expected: int, uids: set[str]) -> dict:
     missing = len(uids - seen)
     if missing:
         rejected["download_error"] += missing  # rows img2dataset never reported: counted, not lost
-    stats = {"job": STAGE, "in": expected, "kept": kept, "rejected": dict(sorted(rejected.items())),
-             "missing_from_img2dataset": missing}
-    stats["ledger_ok"] = stats["in"] == kept + sum(rejected.values())
-    return stats
+    return {"job": STAGE, "missing_from_img2dataset": missing,
+            **schemas.run.ledger(STAGE, [schemas.run.step("fetch", expected, kept, rejected)])}
 
 
 def summary(stats: dict, output: str) -> str:

@@ -44,12 +44,12 @@ from pipeline import fileio, options, robots, textclean
 from pipeline.warc import Record, ReadError, read_records
 
 SUMMARY = "extract (image url, alt text) candidates from WAT/WARC files or url lists (Beam)"
-STAGE = "extract"
+STAGE = schemas.run.EXTRACT
 FORMATS = ("wat", "warc", "parquet", "csv", "tsv", "jsonl")
 NOT_HTTP_SCHEMES = ("data:", "javascript:", "mailto:", "about:", "blob:", "file:", "ftp:", "tel:")
 MAX_BODY_BYTES = 32 << 20
 BATCH_ROWS = 50_000
-STATS_FILE = "extract_stats.json"
+STATS_FILE = schemas.run.stage(STAGE).ledger
 
 
 @dataclass(frozen=True)
@@ -550,8 +550,9 @@ def merge_reports(reports: Iterable[dict]) -> dict:
             total[key] += r[key]
         total["rejected"].update(r["rejected"])
         total["errors"].update(r["errors"])
-    total["rejected"] = dict(sorted(total["rejected"].items()))
     total["errors"] = dict(sorted(total["errors"].items()))
+    total.update(schemas.run.ledger(STAGE, [schemas.run.step("links", total["links"], total["candidates"],
+                                                             total["rejected"])]))
     return total
 
 

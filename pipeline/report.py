@@ -39,20 +39,12 @@ from pipeline import fileio, tario
 from pipeline.cli import Parser
 
 SUMMARY = "write a self-contained HTML report of a run: funnel, queries, languages, captions, sizes, duplicates, samples, training, eval"
-REPORT_FILE = "report.html"
-
-SHARD_STAGE = "shard"  # not-a-column: the stage's name, as in its rejects
-# (stage, default folder under RUN, ledger file, ledger's input count key, kept key)
-STAGES = (
-    ("extract", "extract", "extract_stats.json", "links", "candidates"),
-    ("curate", "curate", "curate_stats.json", "candidates", "curated"),
-    ("download", "download", "download_stats.json", "in", "kept"),
-    ("dedupe", "dedupe", "dedupe_stats.json", "in", "kept"),
-    (SHARD_STAGE, "shards", "shard_stats.json", "in", "kept"),
-)
-FUNNEL_LABELS = {"extract": ("image links", "candidates"), "curate": ("", "curated pairs"),
-                 "download": ("", "images downloaded"), "dedupe": ("", "after dedupe"),
-                 SHARD_STAGE: ("", "training samples")}
+RUN = schemas.run
+REPORT_FILE = RUN.REPORT_FILE
+SHARD_STAGE = RUN.SHARD
+FUNNEL_LABELS = {RUN.EXTRACT: ("image links", "candidates"), RUN.CURATE: ("", "curated pairs"),
+                 RUN.DOWNLOAD: ("", "images downloaded"), RUN.DEDUPE: ("", "after dedupe"),
+                 RUN.SHARD: ("", "training samples")}
 FIGURES = ("funnel", "queries", "languages", "captions", "sizes", "duplicates", "training")
 PALETTE = ("#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860", "#da8bc3", "#8c8c8c")
 
@@ -62,8 +54,8 @@ def _parser() -> Parser:
                "(figures embedded; no server, no script).")
     p.add_argument("run", nargs="?", default=None,
                    help="the run's root folder, holding extract/ curate/ download/ dedupe/ shards/ train/ eval/")
-    for stage, folder, *_ in STAGES:
-        p.add_argument(f"--{folder}", default=None, help=f"the {stage} output folder (default: RUN/{folder})")
+    for s in RUN.STAGES:
+        p.add_argument(f"--{s.folder}", default=None, help=f"the {s.name} output folder (default: RUN/{s.folder})")
     p.add_argument("--train", default=None, help="the training run folder (default: RUN/train)")
     p.add_argument("--eval", default=None, help="an `openwit eval --output` JSON file (default: RUN/eval/results.json)")
     p.add_argument("--output", default=None, help=f"the HTML file (default: RUN/{REPORT_FILE})")
@@ -128,43 +120,27 @@ def _read_json(path: str) -> object:
         raise schemas.UserError(f"{path}: not valid JSON ({e.msg}, line {e.lineno})") from None
 
 
-def default_paths(run: str) -> dict[str, str]:
-    """Where each stage's output lies in a run folder laid out as the demo and the DAG do."""
-    paths = {stage: os.path.join(run, folder) for stage, folder, *_ in STAGES}
-    paths["train"] = os.path.join(run, "train")
-    paths["eval"] = os.path.join(run, "eval", "results.json")
-    return paths
-
-
 def _paths(args) -> dict[str, str]:
-    paths = default_paths(args.run) if args.run else {}
-    for stage, folder, *_ in STAGES:
-        paths[stage] = getattr(args, folder) or paths.get(stage, "")
-    paths["train"] = args.train or paths.get("train", "")
-    paths["eval"] = args.eval or paths.get("eval", "")
+    paths = RUN.layout(args.run) if args.run else {}
+    for s in RUN.STAGES:
+        paths[s.name] = getattr(args, s.folder) or paths.get(s.name, "")
+    paths[RUN.TRAIN] = args.train or paths.get(RUN.TRAIN, "")
+    paths[RUN.EVAL] = args.eval or paths.get(RUN.EVAL, "")
     return paths
 
 
 def ledgers(paths: dict[str, str]) -> dict[str, dict]:
-    """Each finished stage's ledger (its *_stats.json) by stage name; stages not run are absent."""
-    out = {}
-    for stage, _, stats_file, *_ in STAGES:
-        path = os.path.join(paths[stage], stats_file) if paths.get(stage) else ""
-        if path and os.path.isfile(path):
-            stats = _read_json(path)
-            if not isinstance(stats, dict):
-                raise schemas.UserError(f"{path}: not a stage ledger (expected a JSON object)")
-            out[stage] = stats
-    return out
+    """Each finished stage's ledger by stage name; stages not run are absent."""
+    return RUN.read_ledgers(paths, fileio.read_json, fileio.exists)
 
 
 def gather(paths: dict[str, str], title: str, max_rows: int) -> Run:
     run = Run(title=title, paths=paths, stats=ledgers(paths))
     reader = _Capped(max_rows)
 
-    cur = paths["curate"]
-    if "curate" in run.stats:
-        run.t = run.stats["curate"].get("t")
+    cur = paths[RUN.CURATE]
+    if RUN.CURATE in run.stats:
+        run.t = run.stats[RUN.CURATE].get("t")
         run.query_counts = reader.read(os.path.join(cur, "query_counts"), schemas.QUERY_COUNTS,
                                        [C.MATCH_COUNT, C.KEPT_COUNT])
         curated = reader.read(os.path.join(cur, "curated"), schemas.CURATED, [C.LANG])
@@ -181,15 +157,15 @@ def gather(paths: dict[str, str], title: str, max_rows: int) -> Run:
                                  C.ORIGINAL_WIDTH, C.ORIGINAL_HEIGHT, C.WIDTH, C.HEIGHT])
         if run.index is not None:
             run.index = run.index.sort_by([(C.SHARD, "ascending"), (C.SHARD_POSITION, "ascending")])
-    if "dedupe" in run.stats:
-        near = run.stats["dedupe"].get("component_sizes") or {}
+    if RUN.DEDUPE in run.stats:
+        near = run.stats[RUN.DEDUPE].get("component_sizes") or {}
         run.duplicate_sizes["near-duplicate components"] = Counter({int(k): int(v) for k, v in near.items()})
-        rejects = reader.read(os.path.join(paths["dedupe"], "rejects"), schemas.REJECT, [C.REASON, C.DUPLICATE_OF])
+        rejects = reader.read(os.path.join(paths[RUN.DEDUPE], "rejects"), schemas.REJECT, [C.REASON, C.DUPLICATE_OF])
         if rejects is not None:
             dups = Counter(d for r, d in zip(rejects[C.REASON].to_pylist(), rejects[C.DUPLICATE_OF].to_pylist())
                            if r == "exact_duplicate" and d)
             run.duplicate_sizes["exact-duplicate groups"] = Counter(n + 1 for n in dups.values())
-    metrics_path = os.path.join(paths["train"], "metrics.jsonl") if paths["train"] else ""
+    metrics_path = os.path.join(paths[RUN.TRAIN], "metrics.jsonl") if paths[RUN.TRAIN] else ""
     if metrics_path and os.path.isfile(metrics_path):
         for n, line in enumerate(Path(metrics_path).read_text().splitlines(), 1):
             if line.strip():
@@ -197,8 +173,8 @@ def gather(paths: dict[str, str], title: str, max_rows: int) -> Run:
                     run.metrics.append(json.loads(line))
                 except json.JSONDecodeError:
                     raise schemas.UserError(f"{metrics_path}, line {n}: not valid JSON") from None
-    if paths["eval"] and os.path.isfile(paths["eval"]):
-        evals = _read_json(paths["eval"])
+    if paths[RUN.EVAL] and os.path.isfile(paths[RUN.EVAL]):
+        evals = _read_json(paths[RUN.EVAL])
         if not isinstance(evals, list) or not all(isinstance(r, dict) and "task" in r for r in evals):
             raise schemas.UserError(f"{paths['eval']}: not an `openwit eval --output` file (a JSON list of records)")
         run.evals = evals
@@ -225,19 +201,12 @@ def _png(fig) -> bytes:
 def funnel_rows(stats: dict[str, dict]) -> list[dict]:
     """One row per stage that ran: in, kept, rejects by reason, and whether the ledger adds up."""
     rows = []
-    for stage, _, _, in_key, kept_key in STAGES:
-        s = stats.get(stage)
-        if s is None:
+    for s in RUN.STAGES:
+        if s.name not in stats:
             continue
-        if stage == "curate":
-            rejected: Counter = Counter()
-            for step in s.get("steps", []):
-                rejected.update(step.get("rejected", {}))
-        else:
-            rejected = Counter(s.get("rejected", {}))
-        n_in, kept = int(s.get(in_key, 0)), int(s.get(kept_key, 0))
-        rows.append({C.STAGE: stage, "in": n_in, "kept": kept, "rejected": dict(rejected),
-                     "ok": n_in == kept + sum(rejected.values())})
+        ledger = RUN.read_ledger(stats[s.name])
+        rows.append({C.STAGE: s.name, "in": ledger.n_in, "kept": ledger.kept, "rejected": ledger.rejected,
+                     "ok": ledger.ok})
     return rows
 
 

@@ -48,8 +48,8 @@ from pipeline import fileio, options, outputs, tario
 from pipeline.imagehashes import IMAGE_EXTENSIONS
 
 SUMMARY = "write the final training shards (webdataset tar + SHARD_INDEX + sizes.json + card) from the keep set (Beam)"
-STAGE = "shard"  # not-a-column
-STATS_FILE = "shard_stats.json"
+STAGE = schemas.run.SHARD
+STATS_FILE = schemas.run.stage(STAGE).ledger
 SIZES_FILE = "sizes.json"
 CARD_FILE = "README.md"
 INDEX_DIR = "index"
@@ -358,8 +358,8 @@ def run(argv: list[str] | None = None) -> dict:
     per_shard = [fileio.read_json(fileio.join(args.output, f"{shard_name(i)}_stats.json")) for i in range(n_shards)]
     sizes = {s["file"]: s["samples"] for s in per_shard}
     command = "openwit shard " + shlex.join(argv)
-    stats = {"job": STAGE, "in": n_keep, "kept": kept, "rejected": {"missing_sample": missing} if missing else {},
-             "ledger_ok": n_keep == kept + missing, "shards": n_shards, "samples_per_shard": args.samples_per_shard,
+    stats = {"job": STAGE, **schemas.run.ledger(STAGE, [schemas.run.step("join", n_keep, kept, {"missing_sample": missing})]),
+             "shards": n_shards, "samples_per_shard": args.samples_per_shard,
              "seed": args.seed, "bytes": sum(s["bytes"] for s in per_shard), "stale_files_removed": stale,
              "command": command, "schema_version": schemas.SCHEMA_VERSION}
     fileio.write_json(fileio.join(args.output, STATS_FILE), stats)

@@ -25,8 +25,8 @@ import os
 import sys
 
 import schemas
-from schemas import columns as C
-from pipeline import fileio, report
+from pipeline import fileio
+from schemas import run as RUN
 from pipeline.cli import Parser
 
 SUMMARY = "check a run's ledgers, download success rate and shards before training (the gate)"
@@ -45,46 +45,45 @@ def _parser() -> Parser:
 
 def checks(run: str, min_download_success: float, min_shards: int, min_samples: int) -> list[dict]:
     """Every check as {check, ok, values}, in the order they are listed above."""
-    paths = report.default_paths(run)
-    stats = report.ledgers(paths)
+    paths = RUN.layout(run)
+    stats = RUN.read_ledgers(paths, fileio.read_json, fileio.exists)
     out: list[dict] = []
 
     def check(name: str, ok: bool, values: str) -> None:
         out.append({"check": name, "ok": bool(ok), "values": values})
 
-    for stage, folder, stats_file, *_ in report.STAGES:
-        check(f"{stage} finished", stage in stats,
-              f"{os.path.join(folder, stats_file)} {'found' if stage in stats else 'missing'}")
-    rows = {r[C.STAGE]: r for r in report.funnel_rows(stats)}
+    for s in RUN.STAGES:
+        check(f"{s.name} finished", s.name in stats,
+              f"{os.path.join(s.folder, s.ledger)} {'found' if s.name in stats else 'missing'}")
+    rows = {s.name: RUN.read_ledger(stats[s.name]) for s in RUN.STAGES if s.name in stats}
     for stage, r in rows.items():
-        rejected = sum(r["rejected"].values())
-        check(f"{stage} ledger", r["ok"], f"in {r['in']:,}, kept {r['kept']:,} + rejected {rejected:,} "
-              f"= {r['kept'] + rejected:,}")
-        steps = stats[stage].get("steps") or []
-        for i, step in enumerate(steps):
+        rejected = sum(r.rejected.values())
+        check(f"{stage} ledger", r.n_in == r.kept + rejected,
+              f"in {r.n_in:,}, kept {r.kept:,} + rejected {rejected:,} = {r.kept + rejected:,}")
+        for i, step in enumerate(r.steps):
             rej = sum(step.get("rejected", {}).values())
-            ok = step["in"] == step["kept"] + rej and (i == 0 or step["in"] == steps[i - 1]["kept"])
-            prev = f"; previous step kept {steps[i - 1]['kept']:,}" if i else ""
+            ok = step["in"] == step["kept"] + rej and (i == 0 or step["in"] == r.steps[i - 1]["kept"])
+            prev = f"; previous step kept {r.steps[i - 1]['kept']:,}" if i else ""
             check(f"{stage} step {step['step']} ledger", ok,
                   f"in {step['in']:,}, kept {step['kept']:,} + rejected {rej:,}{prev}")
-    order = [s for s, *_ in report.STAGES]
+    order = [s.name for s in RUN.STAGES]
     for before, after in zip(order, order[1:]):
         if before in rows and after in rows:
-            check(f"{before} -> {after}", rows[before]["kept"] == rows[after]["in"],
-                  f"{before} kept {rows[before]['kept']:,}, {after} read {rows[after]['in']:,}")
-    if "download" in rows:
-        d = rows["download"]
-        rate = d["kept"] / d["in"] if d["in"] else 0.0
+            check(f"{before} -> {after}", rows[before].kept == rows[after].n_in,
+                  f"{before} kept {rows[before].kept:,}, {after} read {rows[after].n_in:,}")
+    if RUN.DOWNLOAD in rows:
+        d = rows[RUN.DOWNLOAD]
+        rate = d.kept / d.n_in if d.n_in else 0.0
         check("download success rate", rate >= min_download_success,
-              f"{rate:.1%} ({d['kept']:,} of {d['in']:,}), threshold {min_download_success:.1%}")
-    if report.SHARD_STAGE in stats:
-        s = stats[report.SHARD_STAGE]
+              f"{rate:.1%} ({d.kept:,} of {d.n_in:,}), threshold {min_download_success:.1%}")
+    if RUN.SHARD in stats:
+        s = stats[RUN.SHARD]
         n_shards, n_samples = int(s.get("shards", 0)), int(s.get("kept", 0))
         check("shard count", n_shards >= min_shards, f"{n_shards:,} shards, threshold {min_shards:,}")
         check("sample count", n_samples >= min_samples, f"{n_samples:,} samples, threshold {min_samples:,}")
-        sizes_path = os.path.join(paths[report.SHARD_STAGE], "sizes.json")
+        sizes_path = os.path.join(paths[RUN.SHARD], "sizes.json")
         sizes = fileio.read_json(sizes_path) if os.path.isfile(sizes_path) else {}
-        missing = sorted(n for n in sizes if not os.path.isfile(os.path.join(paths[report.SHARD_STAGE], n)))
+        missing = sorted(n for n in sizes if not os.path.isfile(os.path.join(paths[RUN.SHARD], n)))
         declared = sum(int(v) for v in sizes.values())
         check("shards on disk", bool(sizes) and not missing and len(sizes) == n_shards and declared == n_samples,
               f"{len(sizes):,} listed in sizes.json ({declared:,} samples), {len(missing)} missing"

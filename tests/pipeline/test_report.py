@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+import schemas
+from schemas import columns as C
 from pipeline import report
 from tests import browser
 
@@ -39,7 +41,8 @@ def openwit(*args: str) -> subprocess.CompletedProcess:
 def _extract_only(root: Path) -> Path:
     (root / "extract").mkdir(parents=True)
     (root / "extract" / "extract_stats.json").write_text(json.dumps(
-        {"job": "extract", "links": 10, "candidates": 7, "rejected": {"empty_alt": 2, "not_http": 1}}))
+        {"job": "extract", C.STAGE: "extract", "in": 10, "kept": 7, "rejected": {"empty_alt": 2, "not_http": 1},
+         "steps": [{"step": "links", "in": 10, "kept": 7, "rejected": {"empty_alt": 2, "not_http": 1}}]}))
     return root
 
 
@@ -60,16 +63,16 @@ def test_a_partial_run_gets_its_funnel_and_says_what_was_not_run(tmp_path):
 def test_a_ledger_that_does_not_add_up_is_shown_as_such(tmp_path):
     root = _extract_only(tmp_path / "run")
     stats = json.loads((root / "extract" / "extract_stats.json").read_text())
-    stats["candidates"] = 8
+    stats["kept"] = 8
     (root / "extract" / "extract_stats.json").write_text(json.dumps(stats))
-    report.write(report.default_paths(str(root)), str(root / "r.html"), "t")
+    report.write(schemas.run.layout(str(root)), str(root / "r.html"), "t")
     assert "does not add up" in (root / "r.html").read_text()
 
 
 def test_the_page_is_deterministic(tmp_path):
     root = _extract_only(tmp_path / "run")
-    a = report.write(report.default_paths(str(root)), str(tmp_path / "a.html"), "t")
-    b = report.write(report.default_paths(str(root)), str(tmp_path / "b.html"), "t")
+    a = report.write(schemas.run.layout(str(root)), str(tmp_path / "a.html"), "t")
+    b = report.write(schemas.run.layout(str(root)), str(tmp_path / "b.html"), "t")
     assert a["figures"] == b["figures"] == ["funnel"]
     assert (tmp_path / "a.html").read_bytes() == (tmp_path / "b.html").read_bytes()
 
@@ -84,6 +87,8 @@ def _write(path: Path, text: str) -> None:
     (lambda r: r.mkdir(), ["{root}"], ["no stage ledger found"]),
     (lambda r: _write(r / "curate" / "curate_stats.json", "{not json"), ["{root}"], ["curate_stats.json", "not valid JSON"]),
     (lambda r: _write(r / "curate" / "curate_stats.json", "[1, 2]"), ["{root}"], ["not a stage ledger"]),
+    (lambda r: _write(r / "curate" / "curate_stats.json", '{"candidates": 3}'), ["{root}"],
+     ["curate_stats.json", "not an openwit ledger (missing stage, in, kept, rejected, steps)"]),
     (lambda r: (_extract_only(r), _write(r / "eval" / "results.json", '{"a": 1}')), ["{root}"],
      ["results.json", "not an `openwit eval --output` file"]),
     (lambda r: (_extract_only(r), _write(r / "train" / "metrics.jsonl", '{"step": 1}\nxx\n')), ["{root}"],

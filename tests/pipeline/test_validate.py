@@ -10,19 +10,29 @@ from pathlib import Path
 
 import pytest
 
+import schemas
+from schemas import columns as C
+
 OPENWIT = [sys.executable, "-m", "pipeline.cli"]
 
 
+def _ledger(stage: str, steps: list[tuple]) -> dict:
+    rejected: dict = {}
+    for *_, r in steps:
+        for k, v in r.items():
+            rejected[k] = rejected.get(k, 0) + v
+    return {C.STAGE: stage, "in": steps[0][1], "kept": steps[-1][2], "rejected": rejected,
+            "steps": [{"step": n, "in": i, "kept": k, "rejected": r} for n, i, k, r in steps]}
+
+
 def _run(root: Path) -> Path:
-    files = {
-        "extract/extract_stats.json": {"links": 100, "candidates": 90, "rejected": {"empty_alt": 10}},
-        "curate/curate_stats.json": {"candidates": 90, "curated": 60, "steps": [
-            {"step": "clean", "in": 90, "kept": 80, "rejected": {"boilerplate_text": 10}},
-            {"step": "balance", "in": 80, "kept": 60, "rejected": {"balanced_out": 20}}]},
-        "download/download_stats.json": {"in": 60, "kept": 45, "rejected": {"not_found": 15}},
-        "dedupe/dedupe_stats.json": {"in": 45, "kept": 40, "rejected": {"exact_duplicate": 5}, "steps": [
-            {"step": "exact", "in": 45, "kept": 40, "rejected": {"exact_duplicate": 5}, "ok": True}]},
-        "shards/shard_stats.json": {"in": 40, "kept": 40, "rejected": {}, "shards": 2},
+    files = {  # each stage's ledger as the run contract (schemas.run) shapes it
+        "extract/extract_stats.json": _ledger("extract", [("links", 100, 90, {"empty_alt": 10})]),
+        "curate/curate_stats.json": _ledger("curate", [("clean", 90, 80, {"boilerplate_text": 10}),
+                                                       ("balance", 80, 60, {"balanced_out": 20})]),
+        "download/download_stats.json": _ledger("download", [("fetch", 60, 45, {"not_found": 15})]),
+        "dedupe/dedupe_stats.json": _ledger("dedupe", [("exact", 45, 40, {"exact_duplicate": 5})]),
+        "shards/shard_stats.json": {**_ledger(schemas.run.SHARD, [("join", 40, 40, {})]), "shards": 2},
         "shards/sizes.json": {"00000.tar": 20, "00001.tar": 20},
     }
     for name, obj in files.items():
@@ -41,10 +51,10 @@ def test_a_consistent_run_passes(tmp_path):
     root = _run(tmp_path)
     proc = validate(str(root), "--min-download-success", "0.75", "--min-shards", "2", "--min-samples", "40")
     assert proc.returncode == 0, proc.stderr
-    assert "validate: all 21 checks passed" in proc.stdout
+    assert "validate: all 24 checks passed" in proc.stdout
     assert "ok   download success rate            75.0% (45 of 60), threshold 75.0%" in proc.stdout
     result = json.loads((root / "validate.json").read_text())
-    assert result["ok"] and len(result["checks"]) == 21
+    assert result["ok"] and len(result["checks"]) == 24
 
 
 def _edit(root: Path, name: str, **changes) -> None:
@@ -56,13 +66,15 @@ def _edit(root: Path, name: str, **changes) -> None:
 @pytest.mark.parametrize("change, args, line", [
     (lambda r: (r / "dedupe" / "dedupe_stats.json").unlink(), [],
      "check 'dedupe finished' failed: dedupe/dedupe_stats.json missing"),
-    (lambda r: _edit(r, "extract/extract_stats.json", candidates=91), [],
+    (lambda r: _edit(r, "extract/extract_stats.json", kept=91), [],
      "check 'extract ledger' failed: in 100, kept 91 + rejected 10 = 101"),
     (lambda r: _edit(r, "curate/curate_stats.json", steps=[
         {"step": "clean", "in": 90, "kept": 80, "rejected": {"boilerplate_text": 10}},
-        {"step": "balance", "in": 81, "kept": 60, "rejected": {"balanced_out": 21}}]), [],
+        {"step": "balance", "in": 81, "kept": 60, "rejected": {"balanced_out": 21}}],
+        rejected={"boilerplate_text": 10, "balanced_out": 21}), [],
      "check 'curate ledger' failed: in 90, kept 60 + rejected 31 = 91 (and 1 more failed check(s)"),
-    (lambda r: _edit(r, "download/download_stats.json", **{"in": 61, "rejected": {"not_found": 16}}), [],
+    (lambda r: _edit(r, "download/download_stats.json", **{"in": 61, "rejected": {"not_found": 16}, "steps": [
+        {"step": "fetch", "in": 61, "kept": 45, "rejected": {"not_found": 16}}]}), [],
      "check 'curate -> download' failed: curate kept 60, download read 61"),
     (None, ["--min-download-success", "0.8"],
      "check 'download success rate' failed: 75.0% (45 of 60), threshold 80.0%"),
@@ -91,3 +103,11 @@ def test_a_failed_check_stops_the_run_with_one_line(tmp_path, change, args, line
 def test_bad_options_end_in_one_line(tmp_path, args, words):
     proc = validate(*[a.format(root=tmp_path) for a in args])
     assert proc.returncode == 2 and words in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc
+
+
+def test_a_file_that_is_not_a_ledger_is_one_line(tmp_path):
+    root = _run(tmp_path)
+    (root / "curate" / "curate_stats.json").write_text(json.dumps({"candidates": 90, "curated": 60}))
+    proc = validate(str(root))
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc
+    assert "curate_stats.json: not an openwit ledger (missing stage, in, kept, rejected, steps)" in proc.stderr
