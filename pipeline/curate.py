@@ -305,9 +305,9 @@ def candidate_files(specs: list[str]) -> tuple[list[str], int]:
             item = item.strip()
             if not item:
                 continue
-            if fileio.is_local(item) and fileio.exists(fileio.join(item, "candidates")):
+            if fileio.isdir(fileio.join(item, "candidates")):
                 item = fileio.join(item, "candidates")
-            if fileio.is_local(item) and os.path.isdir(item):
+            if fileio.isdir(item):
                 item = fileio.join(item, "*.parquet")
             expanded.append(item)
     files = fileio.expand_inputs(expanded)

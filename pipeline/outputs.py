@@ -71,11 +71,10 @@ class WriteSortedShards(beam.PTransform):
     def _finish(self, total: int, n: int, written: list[int]) -> int:
         for index in sorted(set(range(n)) - set(written)):  # empty shards still exist
             write_rows(fileio.join(self.folder, part_name(index, n)), [], self.schema)
-        if fileio.is_local(self.folder):
-            keep = {part_name(i, n) for i in range(n)}
-            for name in os.listdir(self.folder):
-                if name.startswith("part-") and name.endswith(".parquet") and name not in keep:
-                    os.unlink(os.path.join(self.folder, name))
+        keep = {part_name(i, n) for i in range(n)}
+        for name in fileio.listdir(self.folder):
+            if name.startswith("part-") and name.endswith(".parquet") and name not in keep:
+                fileio.remove(fileio.join(self.folder, name))
         return total
 
 
@@ -106,9 +105,8 @@ class WriteNamedFiles(beam.PTransform):
         names = {n for n, _ in written}
         for name in sorted(set(self.expected) - names):
             write_rows(fileio.join(self.folder, f"{name}.parquet"), [], self.schema)
-        if fileio.is_local(self.folder) and os.path.isdir(self.folder):
-            keep = {f"{n}.parquet" for n in names | set(self.expected)}
-            for name in os.listdir(self.folder):
-                if name.endswith(".parquet") and name not in keep:
-                    os.unlink(os.path.join(self.folder, name))
+        keep = {f"{n}.parquet" for n in names | set(self.expected)}
+        for name in fileio.listdir(self.folder):
+            if name.endswith(".parquet") and name not in keep:
+                fileio.remove(fileio.join(self.folder, name))
         return sum(n for _, n in written)

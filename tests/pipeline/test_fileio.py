@@ -1,0 +1,41 @@
+"""pipeline/fileio.py on local paths: what --input names, atomic writes, one-line errors."""
+
+from __future__ import annotations
+
+import pytest
+
+import schemas
+from pipeline import fileio
+
+
+def test_inputs_from_paths_folders_globs_and_path_lists(tmp_path):
+    for name in ("a/1.wat.gz", "a/2.wat.gz", "a/.hidden.wat.gz", "a/sub/3.wat.gz", "b.jsonl"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"x")
+    a = str(tmp_path / "a")
+    assert fileio.expand_inputs([f"{a}/*.wat.gz"]) == [f"{a}/1.wat.gz", f"{a}/2.wat.gz"]
+    assert fileio.expand_inputs([a]) == [f"{a}/1.wat.gz", f"{a}/2.wat.gz"]  # a folder: its files
+    assert fileio.expand_inputs([f"{a}/"]) == [f"{a}/1.wat.gz", f"{a}/2.wat.gz", f"{a}/sub/3.wat.gz"]
+    assert fileio.expand_inputs([f"{a}/**/*.wat.gz"]) == [f"{a}/1.wat.gz", f"{a}/2.wat.gz", f"{a}/sub/3.wat.gz"]
+    (tmp_path / "list.paths").write_text("a/1.wat.gz\n# a comment\nb.jsonl\n")
+    assert fileio.expand_inputs([str(tmp_path / "list.paths"), f"{a}/1.wat.gz"]) == [
+        f"{a}/1.wat.gz", str(tmp_path / "b.jsonl")]
+    with pytest.raises(schemas.UserError, match="matches nothing"):
+        fileio.expand_inputs([f"{a}/*.warc.gz"])
+    with pytest.raises(schemas.UserError, match="Protocol not known"):
+        fileio.expand_inputs(["nosuch://bucket/x"])
+
+
+def test_atomic_writes_and_listing(tmp_path):
+    dest = str(tmp_path / "out" / "x.json")
+    with pytest.raises(RuntimeError), fileio.atomic_local(dest) as tmp:
+        open(tmp, "w").write("partial")
+        raise RuntimeError("killed")
+    assert not fileio.exists(dest) and fileio.listdir(str(tmp_path / "out")) == []  # no temp left
+    fileio.write_json(dest, {"a": 1})
+    assert fileio.read_json(dest) == {"a": 1} and fileio.listdir(str(tmp_path / "out")) == ["x.json"]
+    fileio.remove(dest)
+    assert fileio.listdir(str(tmp_path / "out")) == [] and fileio.listdir(str(tmp_path / "nope")) == []
+    (tmp_path / "file").write_text("")
+    with pytest.raises(schemas.UserError, match="cannot create this folder"):
+        fileio.makedirs(str(tmp_path / "file" / "sub"))

@@ -1,0 +1,133 @@
+"""Stages on object storage: a real S3 server process on loopback (moto's standalone
+server, an HTTP S3 endpoint), reached through the standard AWS environment variables.
+
+extract and curate read their inputs from and write every output to s3:// URLs, on Beam's
+FnApiRunner with worker processes, and write what the same commands write locally: the
+same object names and, but for the provenance column that names where the input lay
+(source_file), the same bytes."""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from schemas import UserError
+from schemas import columns as C
+from pipeline import curate, extract, fileio
+from pipeline.synth import crawl
+
+pytestmark = pytest.mark.slow
+BUCKET = "openwit-test"
+WORKERS = ["--runner=FnApiRunner", "--direct_running_mode=multi_processing", "--direct_num_workers=2"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def s3():
+    """A moto S3 server process on loopback; the AWS variables point every client at it."""
+    port = _free_port()
+    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            if time.monotonic() > deadline or server.poll() is not None:
+                server.kill()
+                raise RuntimeError("the S3 server did not start")
+            time.sleep(0.2)
+    env = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "openwit",
+           "AWS_SECRET_ACCESS_KEY": "openwit-secret", "AWS_DEFAULT_REGION": "us-east-1"}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        fs, _ = fileio.filesystem(f"s3://{BUCKET}")
+        fs.mkdir(BUCKET)
+        yield fs
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _tree(folder: str) -> dict[str, bytes]:
+    """Every file under a local folder or an s3:// prefix, by path relative to it."""
+    if fileio.is_local(folder):
+        root = Path(folder)
+        return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+    fs, prefix = fileio.filesystem(folder)
+    return {f[len(prefix) + 1:]: fs.cat_file(f) for f in sorted(fs.find(prefix))}
+
+
+def _comparable(name: str, data: bytes, source_root: str) -> tuple[str, object]:
+    """(name, content) with the input's location taken out: output names embed a hash of
+    the input's path, and the provenance column and per-file reports name the input."""
+    name = re.sub(r"-[0-9a-f]{8}(?=[-.])", "", name)
+    if name.endswith(".parquet"):
+        rows = pq.read_table(io.BytesIO(data)).to_pylist()
+        for r in rows:
+            if r.get(C.SOURCE_FILE):
+                r[C.SOURCE_FILE] = r[C.SOURCE_FILE].removeprefix(source_root)
+        return name, rows
+    return name, data.replace(source_root.encode(), b"")
+
+
+def test_extract_and_curate_on_s3_write_what_a_local_run_writes(s3, small_crawl, tmp_path):
+    folder, _ = small_crawl
+    wats = sorted((folder / crawl.WAT_DIR).glob("*.wat.gz"))
+    for w in wats:
+        s3.put_file(str(w), f"{BUCKET}/crawl/{w.name}")
+    runs = {"local": (f"{folder / crawl.WAT_DIR}/", str(tmp_path / "run")),
+            "s3": (f"s3://{BUCKET}/crawl/", f"s3://{BUCKET}/run")}
+    trees, ledgers = {}, {}
+    for name, (source, out) in runs.items():
+        ex = extract.run(["--input", f"{source}*.wat.gz", "--output", fileio.join(out, "extract"), *WORKERS])
+        cu = curate.run(["--input", fileio.join(out, "extract"), "--output", fileio.join(out, "curate"),
+                         "--languages", "all", *WORKERS])
+        assert ex["candidates"] > 0 and cu["curated"] > 0 and cu["ledger_ok"]
+        tree = _tree(out)
+        assert "extract/extract_stats.json" in tree and "curate/curate_stats.json" in tree
+        trees[name] = dict(_comparable(k, v, source) for k, v in tree.items() if not k.endswith("_stats.json"))
+        ledgers[name] = (ex["steps"], cu["steps"])
+    local, remote = trees["local"], trees["s3"]
+    assert sorted(local) == sorted(remote) and len(local) > 8, (sorted(local), sorted(remote))
+    different = [k for k in local if local[k] != remote[k]]
+    assert not different, different
+    assert ledgers["local"] == ledgers["s3"]
+
+
+def test_file_layer_on_s3_and_one_line_errors(s3, tmp_path):
+    base = f"s3://{BUCKET}/layer"
+    fileio.makedirs(base)  # a probe object, written and removed
+    fileio.write_json(fileio.join(base, "a.json"), {"a": 1})
+    fileio.write_json(fileio.join(base, "sub", "b.json"), {"b": 2})
+    assert fileio.read_json(fileio.join(base, "a.json")) == {"a": 1}
+    assert fileio.listdir(base) == ["a.json"] and fileio.isdir(fileio.join(base, "sub"))
+    assert fileio.expand_inputs([f"{base}/*.json"]) == [f"{base}/a.json"]
+    assert fileio.expand_inputs([f"{base}/"]) == [f"{base}/a.json", f"{base}/sub/b.json"]
+    fileio.remove(fileio.join(base, "a.json"))
+    assert fileio.listdir(base) == [] and not fileio.exists(fileio.join(base, "a.json"))
+    with pytest.raises(UserError, match="s3://no-such-bucket/out: cannot write here"):
+        fileio.makedirs("s3://no-such-bucket/out")
+    with pytest.raises(UserError, match="matches nothing"):
+        fileio.expand_inputs(["s3://no-such-bucket/*.wat.gz"])
