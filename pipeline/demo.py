@@ -20,11 +20,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import imagehash
+import pyarrow as pa
 import pyarrow.compute as pc
 from PIL import Image
 
 import schemas
 from schemas import columns as C
+from schemas import run as RUN
 from pipeline import curate, dedupe, download, extract, querylist, report, shard
 from pipeline.cli import Parser
 from pipeline.synth import benchmark, crawl
@@ -108,10 +110,12 @@ def goal(records: list[dict]) -> str:
     return "learning goal, zero-shot on held-out combinations: " + "; ".join(parts)
 
 
+STEPS = 11
+
+
 def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     pages, sample = (300, 8) if args.quick else (args.pages, args.sample)
-    t_budget = max(50, pages // 10)  # small enough that balancing visibly acts on the head queries
     if pages <= 0 or sample <= 0:
         raise schemas.UserError("--pages and --sample must be positive")
     out = Path(args.out)
@@ -119,17 +123,41 @@ def main(argv: list[str]) -> int:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise schemas.UserError(f"--out {out}: cannot create this folder ({e.strerror})") from None
+    paths = schemas.run.layout(str(out))
     started = time.perf_counter()
-    steps = 11
+    cfg, manifest, truth = synthesize(out, pages, args.seed)
+    probe_ok, bad = probe_links(cfg, truth, sample)
+    extracted, curated = extract_and_curate(out, paths, t_budget=max(50, pages // 10))
+    downloaded = download_images(cfg, paths)
+    deduped, sharded = dedupe_and_shard(out, paths)
+    trained = train_and_evaluate(out, paths, args.quick)
+    write_report(out, paths)
+    summarize(out, manifest, extracted, curated, downloaded, deduped, sharded, trained, started)
+    problems = [text for ok, text in (
+        (probe_ok, f"{bad} kind(s) of link did not behave as declared"),
+        (downloaded["ledger_ok"] and deduped["ledger_ok"] and sharded["ledger_ok"], "a stage's ledger does not add up"),
+        (trained["ok"], f"training failed (exit status {trained['returncode']})"),
+        (trained["eval_ok"] or not trained["ok"], "evaluation failed")) if not ok]
+    if problems:
+        print(f"openwit demo: {'; '.join(problems)}", file=sys.stderr)
+        return 1
+    return 0
 
-    _step(1, steps, f"synth: generating {pages:,} pages into {out / 'crawl'}")
-    cfg = crawl.CrawlConfig(pages=pages, seed=args.seed, pages_per_file=max(100, pages // 4),
-                            hosts=free_hosts(8))
+
+def synthesize(out: Path, pages: int, seed: int) -> tuple[crawl.CrawlConfig, dict, pa.Table]:
+    """Step 1: the synthetic crawl, and its ground truth."""
+    _step(1, STEPS, f"synth: generating {pages:,} pages into {out / 'crawl'}")
+    cfg = crawl.CrawlConfig(pages=pages, seed=seed, pages_per_file=max(100, pages // 4), hosts=free_hosts(8))
     t = time.perf_counter()
     manifest = crawl.generate(cfg, out / "crawl")
     print(crawl_summary(manifest, out / "crawl", time.perf_counter() - t))
+    return cfg, manifest, schemas.read_table(out / "crawl" / crawl.GROUND_TRUTH_DIR, schemas.GROUND_TRUTH)
 
-    truth = schemas.read_table(out / "crawl" / crawl.GROUND_TRUTH_DIR, schemas.GROUND_TRUTH)
+
+def probe_links(cfg: crawl.CrawlConfig, truth: pa.Table, sample: int) -> tuple[bool, int]:
+    """Steps 2-3: serve the crawl's web and probe up to ``sample`` links of each kind and
+    fault as a careful client; print whether each behaves as declared. Returns (all as
+    declared, kinds that were not)."""
     groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
     for row in truth.filter(pc.invert(pc.equal(truth[C.KIND], crawl.HUGE_ALT))).select(
             [C.KIND, C.FAULT, C.URL, C.DUPLICATE_OF]).to_pylist():
@@ -137,9 +165,9 @@ def main(argv: list[str]) -> int:
         if len(groups[key]) < sample:
             groups[key].append(row)
 
-    _step(2, steps, f"serve: {len(cfg.hosts)} virtual hosts on loopback ({', '.join(cfg.hosts[:2])}, ...)")
+    _step(2, STEPS, f"serve: {len(cfg.hosts)} virtual hosts on loopback ({', '.join(cfg.hosts[:2])}, ...)")
     with SyntheticWeb(cfg.hosts, slow_seconds=3.0) as web:
-        _step(3, steps, f"probe: up to {sample} links per kind and fault, as a careful client")
+        _step(3, STEPS, f"probe: up to {sample} links per kind and fault, as a careful client")
         prober = Prober(timeout=1.0)
         jobs = [(key, row) for key in sorted(groups) for row in groups[key]]
         with ThreadPoolExecutor(16) as pool:
@@ -182,94 +210,112 @@ def main(argv: list[str]) -> int:
               f"max {dists[-1]} (of 64 bits)")
     print(f"  server: {stats['requests']:,} requests, {stats['canary_hits']} fetches of a forbidden "
           f"redirect target, {stats['private_hits']} fetches of robots-disallowed paths")
-    probe_ok = not (bad or same != n_dup or stats["canary_hits"] or stats["private_hits"])
+    return not (bad or same != n_dup or stats["canary_hits"] or stats["private_hits"]), bad
 
-    _step(4, steps, "extract (Beam): WAT records -> candidates")
-    extracted = extract.run(["--input", str(out / "crawl" / crawl.WAT_PATHS), "--output", str(out / "extract")])
+
+def extract_and_curate(out: Path, paths: dict[str, str], t_budget: int) -> tuple[dict, dict]:
+    """Steps 4-5: candidates from the WAT files, then the curated url list. ``t_budget`` is
+    small enough that balancing visibly acts on the head queries."""
+    _step(4, STEPS, "extract (Beam): WAT records -> candidates")
+    extracted = extract.run(["--input", str(out / "crawl" / crawl.WAT_PATHS), "--output", paths[RUN.EXTRACT]])
     print(extract.summary(extracted, extracted["output"]))
 
     queries = querylist.write(querylist.frequent_words(QUERY_WORDS), out / "queries.txt")
-    _step(5, steps, f"curate (Beam): clean, match {QUERY_WORDS:,} frequent English words, dedupe, "
+    _step(5, STEPS, f"curate (Beam): clean, match {QUERY_WORDS:,} frequent English words, dedupe, "
                     "balance, language id")
-    curated = curate.run(["--input", str(out / "extract"), "--output", str(out / "curate"),
+    curated = curate.run(["--input", paths[RUN.EXTRACT], "--output", paths[RUN.CURATE],
                           "--queries", str(queries), "--t", str(t_budget)])
     print(curate.summary(curated))
+    return extracted, curated
 
-    _step(6, steps, "download (img2dataset behind openwit's guards) from the loopback web")
+
+def download_images(cfg: crawl.CrawlConfig, paths: dict[str, str]) -> dict:
+    """Step 6: the curated urls from the loopback web, behind the guards (only its hosts allowed)."""
+    _step(6, STEPS, "download (img2dataset behind openwit's guards) from the loopback web")
     with SyntheticWeb(cfg.hosts, slow_seconds=3.0, processes=2):
         downloaded = download.run([
-            "--input", str(out / "curate"), "--output", str(out / "download"), "--image-size", "64",
+            "--input", paths[RUN.CURATE], "--output", paths[RUN.DOWNLOAD], "--image-size", "64",
             "--timeout", "2", "--retries", "1", "--samples-per-shard", "2000", "--processes", "2",
             "--threads", "16", *[f"--allow={h}" for h in sorted(set(cfg.hosts))]])
-    print(download.summary(downloaded, str(out / "download")))
+    print(download.summary(downloaded, paths[RUN.DOWNLOAD]))
+    return downloaded
 
-    _step(7, steps, "dedupe (Beam): exact and near-duplicate images, held-out evaluation images")
+
+def dedupe_and_shard(out: Path, paths: dict[str, str]) -> tuple[dict, dict]:
+    """Steps 7-8: exact and near duplicates out (the held-out evaluation images too), then
+    the training shards."""
+    _step(7, STEPS, "dedupe (Beam): exact and near-duplicate images, held-out evaluation images")
     # 64 px images: eval radius 6 finds 89% of the evaluation copies (docs/dedupe.md); 4 would find 76%
-    deduped = dedupe.run(["--input", str(out / "download"), "--output", str(out / "dedupe"),
+    deduped = dedupe.run(["--input", paths[RUN.DOWNLOAD], "--output", paths[RUN.DEDUPE],
                           "--eval-images", f"heldout={out / 'crawl' / crawl.EVAL_IMAGES_DIR}", "--eval-radius", "6"])
     print(dedupe.summary(deduped))
 
-    _step(8, steps, "shard (Beam): the final training shards")
-    sharded = shard.run(["--keep", str(out / "dedupe"), "--images", str(out / "download"),
-                         "--curated", str(out / "curate"), "--output", str(out / "shards"),
+    _step(8, STEPS, "shard (Beam): the final training shards")
+    sharded = shard.run(["--keep", paths[RUN.DEDUPE], "--images", paths[RUN.DOWNLOAD],
+                         "--curated", paths[RUN.CURATE], "--output", paths[RUN.SHARD],
                          "--samples-per-shard", "2000", "--name", "openwit demo"])
     print(shard.summary(sharded))
+    return deduped, sharded
 
+
+def train_and_evaluate(out: Path, paths: dict[str, str], quick: bool) -> dict:
+    """Steps 9-10: train the debug recipe on the shards (zero-shot evaluation as it goes),
+    then evaluate the final model on the held-out combinations."""
     suite = out / "crawl" / benchmark.BENCHMARK_DIR
-    _step(9, steps, "train (DeepSpeed, the debug recipe) on the training shards, evaluating zero-shot as it goes")
+    _step(9, STEPS, "train (DeepSpeed, the debug recipe) on the training shards, evaluating zero-shot as it goes")
     # img2dataset letterboxed the training images on white ("border"); evaluate them the same way
-    train_args = ["--recipe", "debug", "--data", str(out / "shards"), "--output", str(out / "train"),
+    train_args = ["--recipe", "debug", "--data", paths[RUN.SHARD], "--output", paths[RUN.TRAIN],
                   "--set", f"eval_suite={suite}", "--set", "eval_resize_mode=longest", "--set", "log_every=50",
-                  *(["--set", "epochs=1"] if args.quick else [])]
+                  *(["--set", "epochs=1"] if quick else [])]
     t = time.perf_counter()
     trained = subprocess.run([sys.executable, "-m", "pipeline.cli", "train", *train_args])
-    train_seconds = time.perf_counter() - t
-    train_ok = trained.returncode == 0
-    stats_path = out / "train" / "train_stats.json"
-    train_stats = json.loads(stats_path.read_text()) if train_ok and stats_path.exists() else {}
+    result = {"ok": trained.returncode == 0, "returncode": trained.returncode,
+              "seconds": time.perf_counter() - t, "stats": {}, "eval_ok": False, "eval_stdout": ""}
+    stats_path = Path(paths[RUN.TRAIN]) / "train_stats.json"
+    if result["ok"] and stats_path.exists():
+        result["stats"] = json.loads(stats_path.read_text())
 
-    _step(10, steps, "eval: zero-shot, retrieval and linear probe on the held-out combinations")
-    eval_ok = False
-    if train_ok:
-        (out / "eval").mkdir(exist_ok=True)
-        evaluated = subprocess.run([sys.executable, "-m", "pipeline.cli", "eval", "--model", str(out / "train"),
+    _step(10, STEPS, "eval: zero-shot, retrieval and linear probe on the held-out combinations")
+    if result["ok"]:
+        Path(paths[RUN.EVAL]).parent.mkdir(exist_ok=True)
+        evaluated = subprocess.run([sys.executable, "-m", "pipeline.cli", "eval", "--model", paths[RUN.TRAIN],
                                     "--suite", str(suite), "--linear-probe", "--resize-mode", "longest",
-                                    "--output", str(out / "eval" / "results.json")], capture_output=True, text=True)
-        eval_ok = evaluated.returncode == 0
-        print(f"  results: {out / 'eval' / 'results.json'}" if eval_ok else evaluated.stderr.rstrip())
+                                    "--output", paths[RUN.EVAL]], capture_output=True, text=True)
+        result["eval_ok"], result["eval_stdout"] = evaluated.returncode == 0, evaluated.stdout.rstrip()
+        print(f"  results: {paths[RUN.EVAL]}" if result["eval_ok"] else evaluated.stderr.rstrip())
+    return result
 
-    _step(11, steps, "report: one HTML page with the funnel, queries, languages, captions, sizes, duplicates, "
+
+def write_report(out: Path, paths: dict[str, str]) -> None:
+    """Step 11: the run's HTML report."""
+    _step(11, STEPS, "report: one HTML page with the funnel, queries, languages, captions, sizes, duplicates, "
                      "samples, training and evaluation")
-    page = report.write(schemas.run.layout(str(out)), str(out / report.REPORT_FILE), "openwit demo")
+    page = report.write(paths, paths[RUN.REPORT], "openwit demo")
     print(f"  {len(page['figures'])} figures, {page['bytes'] / 1e6:.1f} MB, in {page['seconds']:.1f}s")
 
+
+def summarize(out: Path, manifest: dict, extracted: dict, curated: dict, downloaded: dict, deduped: dict,
+              sharded: dict, trained: dict, started: float) -> None:
+    """The funnel, training and evaluation in a few lines, and where everything lies."""
     links = manifest["counts"]["links"]
     print(f"\nfunnel: {links:,} image links -> {extracted['candidates']:,} candidates -> "
           f"{curated['curated']:,} curated pairs -> {downloaded['kept']:,} images -> "
           f"{deduped['kept']:,} after dedupe -> {sharded['kept']:,} samples in {sharded['shards']} shards "
           f"({sharded['kept'] / max(links, 1):.1%} of links)")
+    train_stats = trained["stats"]
     if train_stats:
-        print(f"training: {train_stats['steps_run']} steps of {train_stats['global_batch']} in {train_seconds:.0f}s "
-              f"({train_stats['samples_per_s']:,.0f} samples/s), loss {train_stats['final_loss']:.3f}; "
-              f"checkpoints and metrics in {out / 'train'}")
+        print(f"training: {train_stats['steps_run']} steps of {train_stats['global_batch']} in "
+              f"{trained['seconds']:.0f}s ({train_stats['samples_per_s']:,.0f} samples/s), loss "
+              f"{train_stats['final_loss']:.3f}; checkpoints and metrics in {out / 'train'}")
     curve = learning_curve(out / "train" / "metrics.jsonl")
     if curve:
         print("zero-shot on the held-out combinations during training (top-1; text->image R@5):")
         print(curve)
-    if eval_ok:
+    if trained["eval_ok"]:
         print("evaluation of the final model on the held-out combinations (docs/evaluation.md):")
-        print(evaluated.stdout.rstrip())
+        print(trained["eval_stdout"])
         print(goal(json.loads((out / "eval" / "results.json").read_text())))
     print(f"report: {out / report.REPORT_FILE} (open it in a browser)")
     print(f"demo finished in {time.perf_counter() - started:.1f}s under {out}: crawl/, extract/, curate/, download/, "
           f"dedupe/, shards/, train/, eval/ (training shards: {out / 'shards'}, dataset card: "
           f"{out / 'shards' / shard.CARD_FILE})")
-    problems = [text for ok, text in (
-        (probe_ok, f"{bad} kind(s) of link did not behave as declared"),
-        (downloaded["ledger_ok"] and deduped["ledger_ok"] and sharded["ledger_ok"], "a stage's ledger does not add up"),
-        (train_ok, f"training failed (exit status {trained.returncode})"),
-        (eval_ok or not train_ok, "evaluation failed")) if not ok]
-    if problems:
-        print(f"openwit demo: {'; '.join(problems)}", file=sys.stderr)
-        return 1
-    return 0
