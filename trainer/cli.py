@@ -89,6 +89,23 @@ def main(argv: list[str]) -> int:
         return 2
     if args.nproc > 1 and "RANK" not in os.environ:
         return launch(argv, args.nproc)
-    from trainer.train import main_from_args
+    return rank_main(argv)
 
-    return main_from_args(argv)
+
+def rank_main(argv: list[str]) -> int:
+    """One rank's training (what ``trainer.main`` runs under a launcher)."""
+    import torch.distributed as dist
+
+    import schemas
+    from trainer import train  # imports DeepSpeed: only once a rank runs
+
+    cfg, resume = parse(argv)
+    try:
+        stats = train.run(cfg, resume)
+    except schemas.UserError as e:
+        print(f"openwit train: {e}", file=sys.stderr)
+        return 2
+    if dist.get_rank() == 0:
+        print(f"train: {stats['steps_run']} steps, {stats['samples_per_s']:,.0f} samples/s, final loss "
+              f"{stats['final_loss']:.4f}; checkpoints and final_weights.pt in {cfg.output}")
+    return 0

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from trainer import models
+from trainer import checkpoints, models
 from trainer.data import MEAN, STD
 
 SUMMARY = "convert a training checkpoint to open_clip's format (config + safetensors + .pt)"
@@ -29,17 +29,12 @@ class ExportError(ValueError):
 
 
 def export(run: str, output: str, tag: str = "latest") -> dict:
-    from trainer.train import CHECKPOINTS, SIDECAR, tags_done
-
     if not Path(run).is_dir():
         raise ExportError(f"--run {run}: no such folder")
-    folder = Path(run) / CHECKPOINTS
-    done = tags_done(folder)
-    if tag == "latest":
-        if not done:
-            raise ExportError(f"--run {run}: no complete checkpoint under {folder}")
-        tag = done[-1][1]
-    sidecar = folder / tag / SIDECAR
+    folder = checkpoints.folder(run)
+    tag, sidecar = checkpoints.find(folder, tag)
+    if tag is None:
+        raise ExportError(f"--run {run}: no complete checkpoint under {folder}")
     if not sidecar.is_file():
         raise ExportError(f"--tag {tag}: {sidecar} does not exist")
     meta = json.loads(sidecar.read_text())

@@ -2,7 +2,7 @@
 
 import sys
 
-from trainer.train import main_from_args
+from trainer.cli import rank_main
 
 if __name__ == "__main__":
-    sys.exit(main_from_args(sys.argv[1:]))
+    sys.exit(rank_main(sys.argv[1:]))

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sys
 import time
 from pathlib import Path
 
@@ -19,23 +18,9 @@ import torch
 import torch.distributed as dist
 
 import schemas
-from trainer import data, engine, models
+from trainer import checkpoints, data, engine, models
 from trainer.config import TrainConfig
 from trainer.loss import clip_loss, siglip_loss
-
-SIDECAR = "openwit.json"
-CHECKPOINTS = "checkpoints"
-
-
-def tags_done(folder: Path) -> list[tuple[int, str]]:
-    """(step, tag) of complete checkpoints (their sidecar exists), oldest first."""
-    out = []
-    if folder.is_dir():
-        for d in folder.iterdir():
-            if d.is_dir() and (d / SIDECAR).is_file():
-                out.append((json.loads((d / SIDECAR).read_text())["step"], d.name))
-    return sorted(out)
-
 
 def _truncate_metrics(path: Path, start_step: int) -> None:
     """Drop metric rows past the step this run starts from: the rows an interrupted attempt
@@ -70,7 +55,7 @@ def _sum(value: int) -> int:
 def run(cfg: TrainConfig, resume: str | None = None) -> dict:
     rank, world = engine.init_distributed()
     out = Path(cfg.output)
-    ckpt_dir = out / CHECKPOINTS
+    ckpt_dir = checkpoints.folder(out)
     index = data.Index.load(cfg.data)
     plan = data.Plan.make(len(index), cfg.global_batch(world), cfg.epochs, cfg.steps)
     stop_at = int(cfg.extra.get("stop_at", 0)) or plan.total_steps
@@ -82,13 +67,11 @@ def run(cfg: TrainConfig, resume: str | None = None) -> dict:
 
     start_step = 0
     if resume == "auto":
-        resume = "latest" if tags_done(ckpt_dir) else None
+        resume = "latest" if checkpoints.done(ckpt_dir) else None
     if resume:
-        done = tags_done(ckpt_dir)
-        tag = done[-1][1] if resume == "latest" and done else resume
-        if resume == "latest" and not done:
+        tag, sidecar = checkpoints.find(ckpt_dir, resume)
+        if tag is None:
             raise schemas.UserError(f"--resume latest: no complete checkpoint under {ckpt_dir}")
-        sidecar = ckpt_dir / tag / SIDECAR
         if not sidecar.is_file():
             raise schemas.UserError(f"--resume {resume}: {sidecar} does not exist")
         state = json.loads(sidecar.read_text())
@@ -113,7 +96,7 @@ def run(cfg: TrainConfig, resume: str | None = None) -> dict:
         _atomic_json(out / "config.json", {**cfg.to_dict(), "world_size": world, "plan": plan.__dict__})
     evaluator = None
     if cfg.eval_every and cfg.eval_suite and (rank == 0 or cfg.zero_stage == 3):  # ZeRO-3: every rank gathers
-        from trainer.eval_cli import Periodic
+        from trainer.evaltasks import Periodic
 
         evaluator = Periodic(cfg.eval_suite, models.image_size(cfg.model), cfg.eval_resize_mode,
                              models.tokenizer(cfg.model))
@@ -220,33 +203,18 @@ def done_logs(done: int, cfg: TrainConfig, plan: data.Plan) -> bool:
 def checkpoint(eng, cfg: TrainConfig, ckpt_dir: Path, step: int, plan: data.Plan, world: int, rank: int) -> None:
     """DeepSpeed state on every rank, then rank 0 writes the sidecar (which marks the
     checkpoint complete) and removes all but the newest ``keep_checkpoints``."""
-    tag = f"step{step:08d}"
+    tag = checkpoints.tag(step)
     engine.save(eng, str(ckpt_dir), tag, {"step": step})
     dist.barrier()
     if rank == 0:
         epoch, in_epoch = divmod(step, plan.steps_per_epoch)
-        _atomic_json(ckpt_dir / tag / SIDECAR, {
+        _atomic_json(ckpt_dir / tag / checkpoints.SIDECAR, {
             "step": step, "samples_seen": step * plan.global_batch, "global_batch": plan.global_batch,
             "world_size": world, "data": {"seed": cfg.seed, "epoch": epoch, "step_in_epoch": in_epoch,
                                           "steps_per_epoch": plan.steps_per_epoch, "samples": plan.samples,
                                           "rule": "permutation(seed, epoch); global batch s of the epoch"},
             "model": cfg.model, "model_config": models.model_config(cfg.model), "config": cfg.to_dict(),
             "schema_version": schemas.SCHEMA_VERSION, "torch": torch.__version__})
-        for _, old in tags_done(ckpt_dir)[:-cfg.keep_checkpoints]:
+        for _, old in checkpoints.done(ckpt_dir)[:-cfg.keep_checkpoints]:
             shutil.rmtree(ckpt_dir / old, ignore_errors=True)
     dist.barrier()
-
-
-def main_from_args(argv: list[str]) -> int:
-    from trainer.cli import parse
-
-    cfg, resume = parse(argv)
-    try:
-        stats = run(cfg, resume)
-    except schemas.UserError as e:
-        print(f"openwit train: {e}", file=sys.stderr)
-        return 2
-    if dist.get_rank() == 0:
-        print(f"train: {stats['steps_run']} steps, {stats['samples_per_s']:,.0f} samples/s, final loss "
-              f"{stats['final_loss']:.4f}; checkpoints and final_weights.pt in {cfg.output}")
-    return 0

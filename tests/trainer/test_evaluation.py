@@ -168,7 +168,7 @@ def test_suite_runs_every_set_with_its_task_and_the_linear_probe(tmp_path, suite
 
 
 def test_periodic_evaluation_scores_the_live_model(suite):
-    from trainer.eval_cli import Periodic
+    from trainer.evaltasks import Periodic
 
     model = models.create("openwit-debug")
     scores = Periodic(str(suite), 64, "longest", models.tokenizer("openwit-debug"))(model)
