@@ -53,7 +53,9 @@ def s3():
                 raise RuntimeError("the S3 server did not start")
             time.sleep(0.2)
     env = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "openwit",
-           "AWS_SECRET_ACCESS_KEY": "openwit-secret", "AWS_DEFAULT_REGION": "us-east-1"}
+           "AWS_SECRET_ACCESS_KEY": "openwit-secret", "AWS_DEFAULT_REGION": "us-east-1",
+           # a proxy in the environment must not carry loopback requests away
+           "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost"}
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     try:
