@@ -21,7 +21,6 @@ command exits 1 with one line on stderr that names the first failing check and i
 
 from __future__ import annotations
 
-import os
 import sys
 
 import schemas
@@ -54,7 +53,7 @@ def checks(run: str, min_download_success: float, min_shards: int, min_samples: 
 
     for s in RUN.STAGES:
         check(f"{s.name} finished", s.name in stats,
-              f"{os.path.join(s.folder, s.ledger)} {'found' if s.name in stats else 'missing'}")
+              f"{s.folder}/{s.ledger} {'found' if s.name in stats else 'missing'}")
     rows = {s.name: RUN.read_ledger(stats[s.name]) for s in RUN.STAGES if s.name in stats}
     for stage, r in rows.items():
         rejected = sum(r.rejected.values())
@@ -81,9 +80,10 @@ def checks(run: str, min_download_success: float, min_shards: int, min_samples: 
         n_shards, n_samples = int(s.get("shards", 0)), int(s.get("kept", 0))
         check("shard count", n_shards >= min_shards, f"{n_shards:,} shards, threshold {min_shards:,}")
         check("sample count", n_samples >= min_samples, f"{n_samples:,} samples, threshold {min_samples:,}")
-        sizes_path = os.path.join(paths[RUN.SHARD], "sizes.json")
-        sizes = fileio.read_json(sizes_path) if os.path.isfile(sizes_path) else {}
-        missing = sorted(n for n in sizes if not os.path.isfile(os.path.join(paths[RUN.SHARD], n)))
+        sizes_path = fileio.join(paths[RUN.SHARD], "sizes.json")
+        sizes = fileio.read_json(sizes_path) if fileio.exists(sizes_path) else {}
+        on_disk = set(fileio.listdir(paths[RUN.SHARD]))
+        missing = sorted(n for n in sizes if n not in on_disk)
         declared = sum(int(v) for v in sizes.values())
         check("shards on disk", bool(sizes) and not missing and len(sizes) == n_shards and declared == n_samples,
               f"{len(sizes):,} listed in sizes.json ({declared:,} samples), {len(missing)} missing"
@@ -93,18 +93,19 @@ def checks(run: str, min_download_success: float, min_shards: int, min_samples: 
 
 def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
-    if not os.path.isdir(args.run):
+    if not fileio.isdir(args.run):
         raise schemas.UserError(f"{args.run}: no such run folder")
     if not 0 <= args.min_download_success <= 1:
         raise schemas.UserError("--min-download-success must be between 0 and 1")
     results = checks(args.run, args.min_download_success, args.min_shards, args.min_samples)
-    fileio.write_json(os.path.join(args.run, RESULT_FILE), {"checks": results, "ok": all(c["ok"] for c in results)})
+    result_path = fileio.join(args.run, RESULT_FILE)
+    fileio.write_json(result_path, {"checks": results, "ok": all(c["ok"] for c in results)})
     for c in results:
         print(f"  {'ok  ' if c['ok'] else 'FAIL'} {c['check']:<32} {c['values']}")
     failed = [c for c in results if not c["ok"]]
     if failed:
-        more = f" (and {len(failed) - 1} more failed check(s); see {os.path.join(args.run, RESULT_FILE)})" if len(failed) > 1 else ""
+        more = f" (and {len(failed) - 1} more failed check(s); see {result_path})" if len(failed) > 1 else ""
         print(f"openwit validate: check '{failed[0]['check']}' failed: {failed[0]['values']}{more}", file=sys.stderr)
         return 1
-    print(f"validate: all {len(results)} checks passed; {os.path.join(args.run, RESULT_FILE)}")
+    print(f"validate: all {len(results)} checks passed; {result_path}")
     return 0

@@ -22,7 +22,7 @@ import pytest
 
 from schemas import UserError
 from schemas import columns as C
-from pipeline import curate, extract, fileio
+from pipeline import curate, extract, fileio, validate
 from pipeline.synth import crawl
 
 pytestmark = pytest.mark.slow
@@ -133,3 +133,16 @@ def test_file_layer_on_s3_and_one_line_errors(s3, tmp_path):
         fileio.makedirs("s3://no-such-bucket/out")
     with pytest.raises(UserError, match="matches nothing"):
         fileio.expand_inputs(["s3://no-such-bucket/*.wat.gz"])
+
+
+def test_validate_reads_a_run_on_s3(s3, tmp_path, capsys):
+    from tests.pipeline.test_validate import _run
+
+    local = _run(tmp_path / "run")
+    s3.put(str(local) + "/", f"{BUCKET}/vrun/", recursive=True)
+    assert validate.main([f"s3://{BUCKET}/vrun", "--min-shards", "2", "--min-samples", "40"]) == 0
+    assert "validate: all 24 checks passed" in capsys.readouterr().out
+    assert fileio.read_json(f"s3://{BUCKET}/vrun/validate.json")["ok"]
+    s3.rm_file(f"{BUCKET}/vrun/shards/00001.tar")
+    assert validate.main([f"s3://{BUCKET}/vrun"]) == 1
+    assert "1 missing (first: 00001.tar)" in capsys.readouterr().err
