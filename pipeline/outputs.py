@@ -10,7 +10,6 @@ file count are removed once the new set is complete.
 from __future__ import annotations
 
 import math
-import os
 from typing import Callable
 
 import apache_beam as beam
