@@ -41,7 +41,8 @@ from apache_beam.utils.shared import Shared
 
 import schemas
 from schemas import columns as C
-from pipeline import balance, fileio, options, outputs, textclean
+from pipeline import balance, options, outputs, textclean
+from schemas import fileio
 from pipeline.langid import BACKENDS, LanguageId
 from pipeline.matching import QueryMatcher, load_entries
 
@@ -296,8 +297,10 @@ def add_args(parser: argparse.ArgumentParser) -> None:
 
 
 
-def candidate_files(specs: list[str]) -> tuple[list[str], int]:
-    """The CANDIDATE files named by ``specs`` and their total row count (one footer read each)."""
+def candidate_files(specs: list[str]) -> tuple[list[tuple[str, str]], int]:
+    """(path, name) of the CANDIDATE files named by ``specs``, and their total row count (one
+    footer read each). The name is the path relative to the folder the file was given from,
+    so outputs named after it are the same wherever the run lies."""
     expanded = []
     for spec in specs:
         for item in spec.split(","):
@@ -309,9 +312,9 @@ def candidate_files(specs: list[str]) -> tuple[list[str], int]:
             if fileio.isdir(item):
                 item = fileio.join(item, "*.parquet")
             expanded.append(item)
-    files = fileio.expand_inputs(expanded)
+    files = fileio.named_inputs(expanded)
     rows = 0
-    for f in files:  # refuse unknown schema versions now, in one line, not in a worker
+    for f, _ in files:  # refuse unknown schema versions now, in one line, not in a worker
         with fileio.open_read(f) as fh:
             try:
                 parquet = pq.ParquetFile(fh)
@@ -322,12 +325,12 @@ def candidate_files(specs: list[str]) -> tuple[list[str], int]:
     return files, rows
 
 
-def build(p: beam.Pipeline, files: list[str], output: str, curate: CurateCandidates) -> None:
+def build(p: beam.Pipeline, files: list[tuple[str, str]], output: str, curate: CurateCandidates) -> None:
     n = curate.shards
     out = (p
            | "Files" >> beam.Create(files)
            | "SpreadFiles" >> beam.Reshuffle()
-           | "Read" >> beam.Map(lambda f: (fileio.stem(f).replace(".parquet-", "-"), read_candidates(f)))
+           | "Read" >> beam.MapTuple(lambda f, name: (fileio.stem(name).replace(".parquet-", "-"), read_candidates(f)))
            | "Curate" >> curate)
     (out["curated"]
      | "NameShards" >> beam.MapTuple(lambda shard, rows: (outputs.part_name(shard, n).removesuffix(".parquet"), rows))

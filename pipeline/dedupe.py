@@ -45,7 +45,8 @@ from apache_beam.metrics import Metrics
 
 import schemas
 from schemas import columns as C
-from pipeline import fileio, imagehashes, neardup, options, outputs, tario
+from pipeline import imagehashes, neardup, options, outputs, tario
+from schemas import fileio
 
 SUMMARY = "remove exact and near-duplicate images and evaluation images from the downloaded shards (Beam)"
 STAGE = schemas.run.DEDUPE

@@ -41,7 +41,8 @@ import pyarrow.parquet as pq
 
 import schemas
 from schemas import columns as C
-from pipeline import fileio, netguard
+from pipeline import netguard
+from schemas import fileio
 from pipeline.cli import Parser
 
 SUMMARY = "download the curated url list with img2dataset, behind openwit's network guards"

@@ -24,7 +24,6 @@ import csv
 import gzip
 import io
 import json
-import os
 import sys
 import time
 import zlib
@@ -40,7 +39,8 @@ from apache_beam.metrics import Metrics
 
 import schemas
 from schemas import columns as C
-from pipeline import fileio, options, robots, textclean
+from pipeline import options, robots, textclean
+from schemas import fileio
 from pipeline.warc import Record, ReadError, read_records
 
 SUMMARY = "extract (image url, alt text) candidates from WAT/WARC files or url lists (Beam)"
@@ -437,11 +437,13 @@ def _list_events(fh: BinaryIO, report: FileReport, cfg: ExtractConfig, source: s
         yield from _link_events(report, cfg, source, index, "list", None, None, False, [(url, caption)])
 
 
-def extract_file(path: str, cfg: ExtractConfig, fh: BinaryIO | None = None) -> tuple[FileReport, Iterator[Event]]:
-    """The file's report (filled as the events are consumed) and its event stream."""
+def extract_file(path: str, cfg: ExtractConfig, fh: BinaryIO | None = None,
+                 name: str | None = None) -> tuple[FileReport, Iterator[Event]]:
+    """The file's report (filled as the events are consumed) and its event stream; rows
+    name their input by ``name`` (default: the file's name)."""
     fmt = detect_format(path, cfg.fmt)
     report = FileReport(path=path, format=fmt)
-    source = os.path.basename(path)
+    source = name or fileio.basename(path)
 
     def events() -> Iterator[Event]:
         stream = fh or fileio.open_read(path)
@@ -490,22 +492,28 @@ class _TableWriter:
         self._ctx.__exit__(RuntimeError, RuntimeError("aborted"), None)
 
 
-def output_paths(output: str, path: str) -> dict[str, str]:
-    name = fileio.stem(path)
+def output_paths(output: str, name: str) -> dict[str, str]:
+    """Where the outputs of the input named ``name`` (its path relative to its input root) go."""
+    name = fileio.stem(name)
     return {"candidates": fileio.join(output, "candidates", f"{name}.parquet"),
             "rejects": fileio.join(output, "rejects", f"{name}.parquet"),
             "report": fileio.join(output, "files", f"{name}.json")}
 
 
-def process_file(path: str, output: str, cfg: ExtractConfig) -> dict:
-    """Extract one file to its outputs (skipped if already done); returns its report."""
-    dest = output_paths(output, path)
+def process_file(path: str, output: str, cfg: ExtractConfig, name: str | None = None) -> dict:
+    """Extract one file to its outputs (skipped if already done); returns its report.
+
+    ``name`` is the input's path relative to the folder it was named from: outputs and the
+    rows' source_file use it, so a crawl read from a bucket and the same crawl read from a
+    local copy give the same outputs."""
+    name = name or fileio.basename(path)
+    dest = output_paths(output, name)
     if fileio.exists(dest["report"]):
         done = fileio.read_json(dest["report"])
         if (fileio.exists(dest["candidates"]) and done.get("format") == detect_format(path, cfg.fmt)
                 and done.get("bytes") == fileio.size(path)):
             return done
-    report, events = extract_file(path, cfg)
+    report, events = extract_file(path, cfg, name=name)
     report.size = fileio.size(path)
     cands = _TableWriter(dest["candidates"], schemas.CANDIDATE)
     rejects = _TableWriter(dest["rejects"], schemas.REJECT)
@@ -531,8 +539,9 @@ class ExtractFileFn(beam.DoFn):
     def __init__(self, output: str, cfg: ExtractConfig):
         self.output, self.cfg = output, cfg
 
-    def process(self, path: str) -> Iterator[dict]:
-        report = process_file(path, self.output, self.cfg)
+    def process(self, item: tuple[str, str]) -> Iterator[dict]:
+        path, name = item
+        report = process_file(path, self.output, self.cfg, name)
         Metrics.counter(STAGE, "files").inc()
         for key in ("records", "links", "candidates"):
             Metrics.counter(STAGE, key).inc(report[key])
@@ -557,7 +566,8 @@ def merge_reports(reports: Iterable[dict]) -> dict:
 
 
 class ExtractCandidates(beam.PTransform):
-    """File paths -> per-file reports; CANDIDATE and REJECT Parquet written per file."""
+    """(path, name) of input files -> per-file reports; CANDIDATE and REJECT Parquet written
+    per file."""
 
     def __init__(self, output: str, cfg: ExtractConfig):
         super().__init__()
@@ -586,7 +596,7 @@ def add_args(parser: argparse.ArgumentParser) -> None:
 
 
 
-def build(pipeline: beam.Pipeline, files: list[str], output: str, cfg: ExtractConfig) -> None:
+def build(pipeline: beam.Pipeline, files: list[tuple[str, str]], output: str, cfg: ExtractConfig) -> None:
     stats_path = fileio.join(output, STATS_FILE)
     (pipeline
      | "Files" >> beam.Create(files)
@@ -605,8 +615,8 @@ def run(argv: list[str] | None = None) -> dict:
         raise schemas.UserError("--output is required")
     cfg = ExtractConfig(max_alt_chars=args.max_alt_chars, max_url_chars=args.max_url_chars,
                         url_col=args.url_col, caption_col=args.caption_col, fmt=args.format)
-    files = fileio.expand_inputs(args.input)
-    for f in files:
+    files = fileio.named_inputs(args.input)
+    for f, _ in files:
         detect_format(f, cfg.fmt)  # fail now, in one line, not in a worker
     fileio.makedirs(args.output)
     start = time.perf_counter()

@@ -31,7 +31,7 @@ from typing import Iterable, Iterator
 
 import apache_beam as beam
 
-from pipeline import fileio
+from schemas import fileio
 from pipeline.matching import PUNCT_TO_WRAP, spaced
 
 NAMESPACE = "openwit.queries"

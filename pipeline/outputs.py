@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 import schemas
-from pipeline import fileio
+from schemas import fileio
 
 PART = "part-{index:05d}-of-{count:05d}.parquet"
 

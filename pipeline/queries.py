@@ -47,7 +47,8 @@ import pyarrow as pa
 
 import schemas
 from schemas import columns as C
-from pipeline import fileio, ngrams, options, outputs, querylist
+from pipeline import ngrams, options, outputs, querylist
+from schemas import fileio
 from pipeline.cli import Parser
 from pipeline.matching import spaced
 

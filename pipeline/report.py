@@ -35,7 +35,8 @@ import pyarrow.parquet as pq
 
 import schemas
 from schemas import columns as C
-from pipeline import fileio, tario
+from pipeline import tario
+from schemas import fileio
 from pipeline.cli import Parser
 
 SUMMARY = "write a self-contained HTML report of a run: funnel, queries, languages, captions, sizes, duplicates, samples, training, eval"

@@ -44,7 +44,8 @@ from apache_beam.metrics import Metrics
 
 import schemas
 from schemas import columns as C
-from pipeline import fileio, options, outputs, tario
+from pipeline import options, outputs, tario
+from schemas import fileio
 from pipeline.imagehashes import IMAGE_EXTENSIONS
 
 SUMMARY = "write the final training shards (webdataset tar + SHARD_INDEX + sizes.json + card) from the keep set (Beam)"
@@ -268,7 +269,7 @@ def _folder(path: str, sub: str) -> str:
 def _parquet(folder: str, flag: str, schema: pa.Schema) -> tuple[list[str], int]:
     import pyarrow.parquet as pq
 
-    files = schemas.parquet_files(folder) if fileio.is_local(folder) else fileio.expand_inputs([fileio.join(folder, "*.parquet")])
+    files = schemas.parquet_files(folder)
     if not files:
         raise schemas.UserError(f"{flag} {folder}: no parquet files")
     rows = 0

@@ -24,7 +24,7 @@ from __future__ import annotations
 import sys
 
 import schemas
-from pipeline import fileio
+from schemas import fileio
 from schemas import run as RUN
 from pipeline.cli import Parser
 

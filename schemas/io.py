@@ -7,13 +7,13 @@ reads refuse files whose schema name or version this openwit does not know.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from schemas import columns as C
+from schemas import fileio
 from schemas.errors import SchemaError
 from schemas.reasons import REASONS
 from schemas.tables import KNOWN_VERSIONS, META_NAME, META_VERSION, schema_name
@@ -81,30 +81,25 @@ def check_metadata(file_schema: pa.Schema, schema: pa.Schema, where: str | os.Pa
         )
 
 
-def write_table(table: pa.Table, path: str | os.PathLike, schema: pa.Schema) -> Path:
+def write_table(table: pa.Table, path: str | os.PathLike, schema: pa.Schema) -> str:
     """Validate and write ``table`` atomically as zstd Parquet carrying the schema metadata."""
-    path = Path(path)
+    path = str(path)
     table = validate(table, schema, where=path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
+    with fileio.atomic_local(path) as tmp:
         pq.write_table(table, tmp, compression=COMPRESSION)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return path
 
 
-def parquet_files(path: str | os.PathLike) -> list[Path]:
+def parquet_files(path: str | os.PathLike) -> list[str]:
     """The Parquet files of a path: itself, or the sorted ``*.parquet`` files in a folder."""
-    path = Path(path)
-    if path.is_dir():
-        files = sorted(p for p in path.glob(f"*{PARQUET_SUFFIX}") if not p.name.startswith("."))
+    path = str(path)
+    if fileio.isdir(path):
+        files = [fileio.join(path, n) for n in fileio.listdir(path)
+                 if n.endswith(PARQUET_SUFFIX) and not n.startswith(".")]
         if not files:
             raise SchemaError(f"{path}: no {PARQUET_SUFFIX} files in this folder")
         return files
-    if not path.exists():
+    if not fileio.exists(path):
         raise SchemaError(f"{path}: no such file or folder")
     return [path]
 
@@ -113,10 +108,12 @@ def read_table(path: str | os.PathLike, schema: pa.Schema) -> pa.Table:
     """Read one Parquet file or a folder of them as ``schema``, checking name and version."""
     tables = []
     for f in parquet_files(path):
-        try:
-            pf = pq.ParquetFile(f)
-        except (pa.ArrowInvalid, OSError) as e:
-            raise SchemaError(f"{f}: not a readable Parquet file ({e})") from None
-        check_metadata(pf.schema_arrow, schema, f)
-        tables.append(validate(pf.read(), schema, where=f))
+        with fileio.open_read(f) as fh:
+            try:
+                pf = pq.ParquetFile(fh)
+                check_metadata(pf.schema_arrow, schema, f)
+                table = pf.read()
+            except (pa.ArrowInvalid, OSError) as e:
+                raise SchemaError(f"{f}: not a readable Parquet file ({e})") from None
+        tables.append(validate(table, schema, where=f))
     return pa.concat_tables(tables) if len(tables) > 1 else tables[0]

@@ -8,6 +8,7 @@ import gzip
 import hashlib
 import io
 import json
+import os
 import re
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from apache_beam.testing.util import assert_that, equal_to
 import schemas
 from schemas import columns as C
 from pipeline import extract, textclean
+from schemas import fileio
 from pipeline.extract import ExtractConfig, RecordProblem, html_page, resolve, text_problem, wat_page
 from pipeline.robots import opted_out
 from pipeline.synth import crawl
@@ -241,7 +243,7 @@ def test_url_lists_in_every_format(tmp_path):
         assert report["links"] == 4 and report["candidates"] == 2, name
         assert report["rejected"] == {"empty_alt": 1, "invalid_url": 1}, name
         assert report["errors"] == errors, name
-        cands = _read(extract.output_paths(str(tmp_path / "out"), str(tmp_path / name))["candidates"], schemas.CANDIDATE)
+        cands = _read(extract.output_paths(str(tmp_path / "out"), name)["candidates"], schemas.CANDIDATE)
         assert [c[C.TEXT] for c in cands] == ["a red star", "caf\u00e9 \u2013 ok"]
         assert {c[C.SOURCE_FORMAT] for c in cands} == {"list"}
     report = extract.process_file(str(tmp_path / "nocol.parquet"), str(tmp_path / "out"), CFG)
@@ -255,7 +257,8 @@ def test_extract_candidates_transform(small_crawl, tmp_path):
     files = [str(folder / p) for p in (folder / crawl.WAT_PATHS).read_text().split()]
     expected = [extract.process_file(f, str(tmp_path / "direct"), CFG)[key] for f in files for key in ("links",)]
     with BeamTestPipeline(argv=IN_MEMORY) as p:
-        links = (p | beam.Create(files) | extract.ExtractCandidates(str(tmp_path / "beam"), CFG)
+        links = (p | beam.Create([(f, os.path.basename(f)) for f in files])
+                 | extract.ExtractCandidates(str(tmp_path / "beam"), CFG)
                  | beam.Map(lambda r: r["links"]))
         assert_that(links, equal_to(expected))
 
@@ -298,3 +301,12 @@ def test_page_opt_outs_use_the_download_stage_grammar(head, header, opted):
                                                     re.findall(r'name="(\w+)" content="(\w+)"', head)]},
                                  "Links": []}}}}}
     assert wat_page(_wat(env)).opted_out is opted
+
+
+def test_two_inputs_with_one_name_are_refused_in_one_line(tmp_path):
+    for name in ("a/1.wat.gz", "b/1.wat.gz"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"x")
+    assert fileio.named_inputs([str(tmp_path / "a" / "1.wat.gz")]) == [(str(tmp_path / "a" / "1.wat.gz"), "1.wat.gz")]
+    with pytest.raises(schemas.UserError, match="are both named 1.wat.gz"):
+        fileio.named_inputs([str(tmp_path / "a" / "1.wat.gz"), str(tmp_path / "b" / "1.wat.gz")])

@@ -1,11 +1,11 @@
-"""pipeline/fileio.py on local paths: what --input names, atomic writes, one-line errors."""
+"""schemas/fileio.py on local paths: what --input names, atomic writes, one-line errors."""
 
 from __future__ import annotations
 
 import pytest
 
 import schemas
-from pipeline import fileio
+from schemas import fileio
 
 
 def test_inputs_from_paths_folders_globs_and_path_lists(tmp_path):
@@ -22,7 +22,7 @@ def test_inputs_from_paths_folders_globs_and_path_lists(tmp_path):
         f"{a}/1.wat.gz", str(tmp_path / "b.jsonl")]
     with pytest.raises(schemas.UserError, match="matches nothing"):
         fileio.expand_inputs([f"{a}/*.warc.gz"])
-    with pytest.raises(schemas.UserError, match="Protocol not known"):
+    with pytest.raises(schemas.UserError, match="no filesystem for nosuch://"):
         fileio.expand_inputs(["nosuch://bucket/x"])
 
 
@@ -39,3 +39,16 @@ def test_atomic_writes_and_listing(tmp_path):
     (tmp_path / "file").write_text("")
     with pytest.raises(schemas.UserError, match="cannot create this folder"):
         fileio.makedirs(str(tmp_path / "file" / "sub"))
+
+
+def test_inputs_are_named_relative_to_the_folder_they_are_given_from(tmp_path):
+    for name in ("a/1.wat.gz", "a/sub/3.wat.gz", "b/1.wat.gz"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"x")
+    a = str(tmp_path / "a")
+    named = {f: fileio.relative(f, root) for f, root in fileio.expand_inputs_with_roots([f"{a}/**/*.wat.gz"])}
+    assert named == {f"{a}/1.wat.gz": "1.wat.gz", f"{a}/sub/3.wat.gz": "sub/3.wat.gz"}
+    named = {f: fileio.relative(f, root) for f, root in fileio.expand_inputs_with_roots([a + "/", f"{a}/1.wat.gz"])}
+    assert named == {f"{a}/1.wat.gz": "1.wat.gz", f"{a}/sub/3.wat.gz": "sub/3.wat.gz"}
+    assert fileio.relative("s3://b/crawl/x/1.gz", "s3://b/crawl") == "x/1.gz"
+    assert fileio.relative("s3://b/other/1.gz", "s3://b/crawl") == "s3://b/other/1.gz"
