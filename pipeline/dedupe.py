@@ -31,9 +31,7 @@ their image counts and overlaps; duplicate cluster sizes).
 from __future__ import annotations
 
 import argparse
-import glob
 import math
-import os
 import time
 from collections import Counter, defaultdict
 from typing import Iterable, Iterator
@@ -95,7 +93,7 @@ class HashShardFn(beam.DoFn):
                 except StopIteration:
                     break
                 except ValueError as e:  # a truncated or corrupt tar: what follows is missing
-                    broken = f" ({os.path.basename(tar_path)} is unreadable past this point: {e})"
+                    broken = f" ({fileio.basename(tar_path)} is unreadable past this point: {e})"
                     break
                 if data is None:
                     continue
@@ -146,13 +144,14 @@ def eval_sets(specs: list[str]) -> list[tuple[str, list[str]]]:
     for spec in specs:
         name, sep, path = spec.partition("=")
         if not sep:
-            name, path = os.path.basename(os.path.normpath(spec)) or spec, spec
-        if os.path.isdir(path):
-            files = [os.path.join(d, f) for d, _, fs in os.walk(path) for f in fs]
+            name, path = fileio.basename(spec) or spec, spec
+        if fileio.isdir(path):
+            files = [fileio.join(path, f) for f in fileio.walk(path)]
         else:
-            files = glob.glob(path) if any(ch in path for ch in "*?[") else ([path] if os.path.exists(path) else [])
-        if not files and not os.path.exists(path) and not glob.glob(path):
-            raise schemas.UserError(f"--eval-images {spec}: no such file or folder")
+            try:
+                files = fileio.expand_inputs([path])
+            except schemas.UserError:
+                raise schemas.UserError(f"--eval-images {spec}: no such file or folder") from None
         usable = sorted(f for f in files if f.rpartition(".")[2].lower() in (*imagehashes.IMAGE_EXTENSIONS, "tar"))
         if not usable:
             raise schemas.UserError(f"--eval-images {spec}: no images or .tar shards found")
@@ -367,7 +366,7 @@ def shard_jobs(download: str) -> tuple[list[tuple[str, str, str]], int]:
         raise schemas.UserError(f"--input {download}: no downloaded/ folder (run openwit download first)")
     jobs, total = [], 0
     for table_path in sorted(fileio.expand_inputs([fileio.join(downloaded, "*.parquet")])):
-        name = os.path.basename(table_path).removesuffix(".parquet")
+        name = fileio.basename(table_path).removesuffix(".parquet")
         tar_path = fileio.join(shards, f"{name}.tar")
         with fileio.open_read(table_path) as fh:
             pf = pq.ParquetFile(fh)

@@ -28,12 +28,10 @@ import contextlib
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time
 from collections import Counter, defaultdict
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import pyarrow as pa
@@ -100,24 +98,23 @@ def interleave_by_host(rows: list[dict]) -> list[dict]:
     return out
 
 
-def _curated_path(path: str) -> Path:
-    p = Path(path)
-    return p / "curated" if (p / "curated").is_dir() else p
+def _curated_path(path: str) -> str:
+    inner = fileio.join(path, "curated")
+    return inner if fileio.isdir(inner) else path
 
 
-def remove_partial_shards(shards: Path) -> int:
+def remove_partial_shards(shards: str) -> int:
     """Delete the files of shards that never wrote their stats (a killed run's leftovers),
     and img2dataset's _tmp input split: left over, it makes a resumed run look for shard
     inputs under the old numbering and fail."""
-    if not shards.is_dir():
-        return 0
-    shutil.rmtree(shards / "_tmp", ignore_errors=True)
-    done = {p.name.removesuffix("_stats.json") for p in shards.glob("*_stats.json")}
+    fileio.remove_tree(fileio.join(shards, "_tmp"))
+    names = fileio.listdir(shards)
+    done = {n.removesuffix("_stats.json") for n in names if n.endswith("_stats.json")}
     removed = 0
-    for p in shards.iterdir():
-        shard = p.name.split(".")[0].split("_")[0]
+    for name in names:
+        shard = name.split(".")[0].split("_")[0]
         if shard.isdigit() and shard not in done:
-            p.unlink()
+            fileio.remove(fileio.join(shards, name))
             removed += 1
     return removed
 
@@ -162,27 +159,25 @@ def _parser() -> Parser:
     return p
 
 
-def publish(staging: Path, shards: Path) -> int:
-    """Hard-link every shard img2dataset has finished (its stats file exists) into ``shards``.
+def publish(staging: str, shards: str) -> int:
+    """Publish every shard img2dataset has finished (its stats file exists) into ``shards``.
 
-    Each file appears under its final name by an atomic rename of a fresh link, stats
-    last, so ``shards`` never holds a partial tar; ``staging`` keeps its files, so
-    img2dataset's incremental mode still sees them as done. Returns the shards published.
+    Each file appears under its final name in one step (a hard link renamed into place on
+    a local disk, a server-side copy on object storage), stats last, so ``shards`` never
+    holds a partial tar; ``staging`` keeps its files, so img2dataset's incremental mode
+    still sees them as done. Returns the shards published.
     """
-    shards.mkdir(parents=True, exist_ok=True)
+    if fileio.is_local(shards):
+        fileio.makedirs(shards)
+    staged = fileio.listdir(staging)
+    present = set(fileio.listdir(shards))
     count = 0
-    for stats in sorted(staging.glob("*_stats.json")):
-        shard = stats.name.removesuffix("_stats.json")
-        if (shards / stats.name).exists():
-            count += 1
-            continue
-        for name in (f"{shard}.tar", f"{shard}.parquet", stats.name):
-            src = staging / name
-            if src.exists():
-                tmp = shards / f".{name}.tmp"
-                tmp.unlink(missing_ok=True)
-                os.link(src, tmp)
-                os.replace(tmp, shards / name)
+    for stats in (n for n in staged if n.endswith("_stats.json")):
+        shard = stats.removesuffix("_stats.json")
+        if stats not in present:
+            for name in (f"{shard}.tar", f"{shard}.parquet", stats):
+                if name in staged:
+                    fileio.publish(fileio.join(staging, name), fileio.join(shards, name))
         count += 1
     return count
 
@@ -202,14 +197,14 @@ def run(argv: list[str]) -> dict:
         if getattr(args, name) <= 0:
             raise schemas.UserError(f"--{name.replace('_', '-')} must be positive")
     curated = schemas.read_table(_curated_path(args.input), schemas.CURATED)
-    out = Path(args.output)
-    staging, shards = out / "_staging", out / "shards"
-    try:
-        (out / "_input").mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise schemas.UserError(f"--output {out}: cannot create this folder ({e.strerror})") from None
+    out = args.output
+    staging, shards = fileio.join(out, "_staging"), fileio.join(out, "shards")
+    if not fileio.is_local(out):
+        _check_fsspec(out)
+    fileio.makedirs(out)
     rows = interleave_by_host(curated.select([C.URL, C.TEXT, C.UID]).to_pylist())
-    pq.write_table(pa.Table.from_pylist(rows), out / "_input" / "urls.parquet")
+    with fileio.atomic_local(fileio.join(out, "_input", "urls.parquet")) as tmp:
+        pq.write_table(pa.Table.from_pylist(rows), tmp)
     removed = remove_partial_shards(staging)
     expected_shards = max(1, -(-len(rows) // args.samples_per_shard))
 
@@ -218,10 +213,10 @@ def run(argv: list[str]) -> dict:
                      "max_pixels": args.max_pixels, "user_agent": args.user_agent,
                      "robots": not args.no_robots, "timeout": args.timeout,
                      "max_per_host": args.max_per_host, "proxy": args.proxy,
-                     "max_decode_bytes": args.max_decode_mib << 20, "robots_store": str(out / "_robots")},
+                     "max_decode_bytes": args.max_decode_mib << 20, "robots_store": _robots_store(out)},
            "download": dict(
-               url_list=str(out / "_input"), input_format="parquet", url_col=C.URL, caption_col=C.TEXT,
-               save_additional_columns=[C.UID], output_folder=str(staging), output_format="webdataset",
+               url_list=fileio.join(out, "_input"), input_format="parquet", url_col=C.URL, caption_col=C.TEXT,
+               save_additional_columns=[C.UID], output_folder=staging, output_format="webdataset",
                image_size=args.image_size, resize_mode=args.resize_mode, encode_format=args.encode_format,
                encode_quality=args.encode_quality, number_sample_per_shard=args.samples_per_shard,
                processes_count=args.processes, thread_count=args.threads, timeout=args.timeout,
@@ -234,13 +229,39 @@ def run(argv: list[str]) -> dict:
     seconds = time.perf_counter() - start
     published = publish(staging, shards)
     stats = account(shards, out, curated.num_rows, set(curated[C.UID].to_pylist()))
-    stats.update({"partial_shards_removed": removed, "seconds": round(seconds, 2), "output": str(out),
+    stats.update({"partial_shards_removed": removed, "seconds": round(seconds, 2), "output": out,
                   "shards_expected": expected_shards, "shards_done": published, "img2dataset": status})
-    fileio.write_json(str(out / STATS_FILE), stats)
+    fileio.write_json(fileio.join(out, STATS_FILE), stats)
     return stats
 
 
-def _run_watched(job: dict, staging: Path, shards: Path, expected: int, grace: float) -> str:
+def _robots_store(out: str) -> str:
+    """Where the processes of one run share robots.txt answers: beside the output on a local
+    disk; for an output on object storage, a folder of this machine's temp space that is
+    the same for every rerun of that output."""
+    if fileio.is_local(out):
+        return fileio.join(out, "_robots")
+    import hashlib
+    import tempfile
+
+    return fileio.join(tempfile.gettempdir(), f"openwit-robots-{hashlib.blake2b(out.encode(), digest_size=6).hexdigest()}")
+
+
+def _check_fsspec(out: str) -> None:
+    """img2dataset reads its input and writes its shards through fsspec: an object-store
+    output needs fsspec's client for that scheme (s3fs for s3://, gcsfs for gs://)."""
+    scheme = out.partition("://")[0]
+    try:
+        import fsspec
+
+        fsspec.get_filesystem_class(scheme)
+    except (ImportError, ValueError) as e:
+        extra = {"s3": "s3", "s3a": "s3", "gs": "gcs", "gcs": "gcs"}.get(scheme, scheme)
+        raise schemas.UserError(f"--output {out}: img2dataset cannot write {scheme}:// here "
+                                f"(pip install 'openwit[{extra}]'): {e}") from None
+
+
+def _run_watched(job: dict, staging: str, shards: str, expected: int, grace: float) -> str:
     """Run img2dataset in its own process group; publish shards as they finish; end its
     known hang at the end of the job (every shard's stats present, still running after
     ``grace`` seconds) by ending the group. Returns how it ended."""
@@ -271,12 +292,12 @@ def _run_watched(job: dict, staging: Path, shards: Path, expected: int, grace: f
     return "finished" if child.returncode == 0 else f"exited with status {child.returncode}"
 
 
-def _progress(shards: Path, done: int, expected: int, elapsed: float) -> None:
+def _progress(shards: str, done: int, expected: int, elapsed: float) -> None:
     """One line: shards done, images/s, success rate, ETA (from the published stats files)."""
     count = ok = 0
-    for stats in shards.glob("*_stats.json"):
-        with contextlib.suppress(OSError, ValueError):
-            data = json.loads(stats.read_text())
+    for stats in (n for n in fileio.listdir(shards) if n.endswith("_stats.json")):
+        with contextlib.suppress(OSError, ValueError, schemas.UserError):
+            data = fileio.read_json(fileio.join(shards, stats))
             count += data.get("count", 0)
             ok += data.get("successes", 0)
     eta = f"{elapsed / done * (expected - done):.0f}s" if done else "?"
@@ -295,19 +316,22 @@ def _kill_tree(pid: int) -> None:
                 proc.kill()
 
 
-def account(shards: Path, out: Path, expected: int, uids: set[str]) -> dict:
+def account(shards: str, out: str, expected: int, uids: set[str]) -> dict:
     """DOWNLOADED and REJECT per shard from img2dataset's parquet, and the ledger."""
     rejected: Counter = Counter()
     kept = 0
     seen: set[str] = set()
-    for part in sorted(shards.glob("*.parquet")):
-        table = pq.read_table(part)
+    for name in (n for n in fileio.listdir(shards) if n.endswith(".parquet")):
+        part = fileio.join(shards, name)
+        stem = name.removesuffix(".parquet")
+        with fileio.open_read(part) as fh:
+            table = pq.read_table(fh)
         down, rejects = [], []
         for r in table.to_pylist():
             reason = reason_for(r[C.STATUS], r[C.ERROR_MESSAGE])
             seen.add(r[C.UID])
             down.append({C.UID: r[C.UID], C.URL: r[C.URL], C.TEXT: r[C.CAPTION], C.KEY: r[C.KEY],
-                         C.SHARD: part.stem, C.STATUS: SUCCESS if reason is None else "failed", C.REASON: reason,
+                         C.SHARD: stem, C.STATUS: SUCCESS if reason is None else "failed", C.REASON: reason,
                          C.ERROR_MESSAGE: r[C.ERROR_MESSAGE], C.WIDTH: r[C.WIDTH], C.HEIGHT: r[C.HEIGHT],
                          C.ORIGINAL_WIDTH: r[C.ORIGINAL_WIDTH], C.ORIGINAL_HEIGHT: r[C.ORIGINAL_HEIGHT],
                          C.SHA256: r[C.SHA256]})
@@ -316,13 +340,13 @@ def account(shards: Path, out: Path, expected: int, uids: set[str]) -> dict:
             else:
                 rejected[reason] += 1
                 rejects.append({C.STAGE: STAGE, C.REASON: reason, C.DETAIL: (r[C.ERROR_MESSAGE] or "")[:200] or None,
-                                C.UID: r[C.UID], C.URL: r[C.URL], C.DUPLICATE_OF: None, C.SOURCE_FILE: part.name,
+                                C.UID: r[C.UID], C.URL: r[C.URL], C.DUPLICATE_OF: None, C.SOURCE_FILE: name,
                                 C.SOURCE_OFFSET: None})
         down.sort(key=lambda d: d[C.KEY])
         schemas.write_table(pa.Table.from_pylist(down, schema=schemas.DOWNLOADED),
-                            out / "downloaded" / f"{part.stem}.parquet", schemas.DOWNLOADED)
+                            fileio.join(out, "downloaded", f"{stem}.parquet"), schemas.DOWNLOADED)
         schemas.write_table(pa.Table.from_pylist(rejects, schema=schemas.REJECT),
-                            out / "rejects" / f"{part.stem}.parquet", schemas.REJECT)
+                            fileio.join(out, "rejects", f"{stem}.parquet"), schemas.REJECT)
     missing = len(uids - seen)
     if missing:
         rejected["download_error"] += missing  # rows img2dataset never reported: counted, not lost

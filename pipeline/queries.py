@@ -36,6 +36,7 @@ candidates under DIR/candidates/.
 from __future__ import annotations
 
 import argparse
+import io
 import os
 import sys
 import time
@@ -229,7 +230,7 @@ class Fill:
 
 def _candidates(out: str, name: str) -> list[dict]:
     folder = fileio.join(out, CANDIDATES_DIR, name)
-    if not os.path.isdir(folder):
+    if not fileio.isdir(folder):
         return []
     return schemas.read_table(folder, schemas.QUERY_LIST).to_pylist()
 
@@ -342,9 +343,9 @@ def build(argv: list[str]) -> dict:
 
     if not fill.rows:
         raise schemas.UserError("no entry passed the thresholds: the list would be empty")
-    querylist.write([r[C.ENTRY] for r in fill.rows], os.path.join(args.output, LIST_FILE))
+    querylist.write([r[C.ENTRY] for r in fill.rows], fileio.join(args.output, LIST_FILE))
     schemas.write_table(pa.Table.from_pylist(fill.rows, schema=schemas.QUERY_LIST),
-                        os.path.join(args.output, TABLE_FILE), schemas.QUERY_LIST)
+                        fileio.join(args.output, TABLE_FILE), schemas.QUERY_LIST)
     by_source = dict(Counter(r[C.QUERY_SOURCE] for r in fill.rows))
     stats = {"job": "queries build", "entries": len(fill.rows), "by_source": {s: by_source.get(s, 0) for s in SOURCES},
              "sources": fill.stats(), "corpus": corpus, "lowercase": args.lowercase, "size": args.size,  # not-a-column
@@ -353,12 +354,12 @@ def build(argv: list[str]) -> dict:
                             "bigram_words_known": args.bigram_words_known},
              "inputs": {"corpus": files, "unigram_counts": args.unigram_counts, "wordnet": args.wordnet,
                         "titles": args.titles}}
-    fileio.write_json(os.path.join(args.output, STATS_FILE), stats)
+    fileio.write_json(fileio.join(args.output, STATS_FILE), stats)
     return {**stats, "output": args.output, "seconds": round(time.perf_counter() - started, 2)}
 
 
 def build_summary(stats: dict) -> str:
-    lines = [f"queries: {stats['entries']:,} entries in {os.path.join(stats['output'], LIST_FILE)} "
+    lines = [f"queries: {stats['entries']:,} entries in {fileio.join(stats['output'], LIST_FILE)} "
              f"({', '.join(f'{s} {n:,}' for s, n in stats['by_source'].items())})"]
     if stats["corpus"]:
         c = stats["corpus"]
@@ -367,7 +368,7 @@ def build_summary(stats: dict) -> str:
     for name, s in stats["sources"].items():
         rejected = ", ".join(f"{k} {v:,}" for k, v in s["rejected"].items())
         lines.append(f"  {name:<8} in {s['in']:>11,}  kept {s['kept']:>9,}" + (f"  rejected: {rejected}" if rejected else ""))
-    lines.append(f"  {stats['seconds']:.1f}s; table {os.path.join(stats['output'], TABLE_FILE)}, "
+    lines.append(f"  {stats['seconds']:.1f}s; table {fileio.join(stats['output'], TABLE_FILE)}, "
                  f"ledger {os.path.join(stats['output'], STATS_FILE)}")
     return "\n".join(lines)
 
@@ -387,28 +388,28 @@ def _stats_parser() -> Parser:
 
 
 def list_stats(list_path: str, table: str | None, counts: str | None, t: float | None) -> dict:
-    if not os.path.isfile(list_path):
+    if not fileio.isfile(list_path):
         raise schemas.UserError(f"{list_path}: no such query list")
     from pipeline.matching import load_entries
 
-    with open(list_path, encoding="utf-8", errors="strict") as fh:
+    with io.TextIOWrapper(fileio.open_read(list_path), encoding="utf-8", errors="strict") as fh:
         try:
             entries = load_entries(fh)
         except UnicodeDecodeError as e:
             raise schemas.UserError(f"{list_path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
     out: dict = {"list": list_path, "entries": len(entries)}
-    table = table or os.path.join(os.path.dirname(list_path), TABLE_FILE)
-    if os.path.isfile(table):
+    table = table or fileio.join(fileio.dirname(list_path), TABLE_FILE)
+    if fileio.isfile(table):
         rows = schemas.read_table(table, schemas.QUERY_LIST).select([C.ENTRY, C.QUERY_SOURCE]).to_pylist()
         source = {r[C.ENTRY]: r[C.QUERY_SOURCE] for r in rows}
         out["by_source"] = dict(Counter(source.get(e, "unknown") for e in entries).most_common())
     if counts:
-        folder = counts if os.path.basename(os.path.normpath(counts)) == "query_counts" else os.path.join(counts, "query_counts")
-        if not os.path.isdir(folder):
+        folder = counts if fileio.basename(counts) == "query_counts" else fileio.join(counts, "query_counts")
+        if not fileio.isdir(folder):
             raise schemas.UserError(f"--counts {counts}: no query_counts/ folder (give a curate --output folder)")
         if t is None:
-            stats_file = os.path.join(os.path.dirname(os.path.normpath(folder)), "curate_stats.json")
-            t = fileio.read_json(stats_file).get("t") if os.path.isfile(stats_file) else None
+            stats_file = fileio.join(fileio.dirname(folder), "curate_stats.json")
+            t = fileio.read_json(stats_file).get("t") if fileio.isfile(stats_file) else None
         qc = schemas.read_table(folder, schemas.QUERY_COUNTS).select([C.QUERY, C.MATCH_COUNT]).to_pylist()
         matched = {r[C.QUERY]: int(r[C.MATCH_COUNT]) for r in qc}
         in_list = set(entries)

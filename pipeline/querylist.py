@@ -6,9 +6,8 @@ by wordfreq's frequency data (which ships with the package, so nothing is downlo
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from pipeline.matching import load_entries
+from schemas import fileio
 
 
 def frequent_words(n: int, lang: str = "en") -> list[str]:
@@ -17,10 +16,6 @@ def frequent_words(n: int, lang: str = "en") -> list[str]:
     return load_entries(wordfreq.top_n_list(lang, n, wordlist="best"))
 
 
-def write(entries: list[str], path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("".join(f"{e}\n" for e in entries), encoding="utf-8")
-    tmp.replace(path)
-    return path
+def write(entries: list[str], path: str) -> str:
+    fileio.write_text(str(path), "".join(f"{e}\n" for e in entries))
+    return str(path)

@@ -28,7 +28,6 @@ import os
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -74,7 +73,7 @@ class _Capped:
         self.notes: list[str] = []
 
     def read(self, folder: str, schema: pa.Schema, cols: list[str]) -> pa.Table | None:
-        if not os.path.isdir(folder):
+        if not fileio.isdir(folder):
             return None
         try:
             files = schemas.parquet_files(folder)
@@ -82,12 +81,13 @@ class _Capped:
             return None
         tables, rows = [], 0
         for f in files:
-            try:
-                pf = pq.ParquetFile(f)
-            except (pa.ArrowInvalid, OSError) as e:
-                raise schemas.UserError(f"{f}: not a readable Parquet file ({e})") from None
-            schemas.check_metadata(pf.schema_arrow, schema, f)
-            tables.append(pf.read(columns=cols))
+            with fileio.open_read(f) as fh:
+                try:
+                    pf = pq.ParquetFile(fh)
+                    schemas.check_metadata(pf.schema_arrow, schema, f)
+                    tables.append(pf.read(columns=cols))
+                except (pa.ArrowInvalid, OSError) as e:
+                    raise schemas.UserError(f"{f}: not a readable Parquet file ({e})") from None
             rows += tables[-1].num_rows
             if rows >= self.limit:
                 if f != files[-1]:
@@ -142,18 +142,18 @@ def gather(paths: dict[str, str], title: str, max_rows: int) -> Run:
     cur = paths[RUN.CURATE]
     if RUN.CURATE in run.stats:
         run.t = run.stats[RUN.CURATE].get("t")
-        run.query_counts = reader.read(os.path.join(cur, "query_counts"), schemas.QUERY_COUNTS,
+        run.query_counts = reader.read(fileio.join(cur, "query_counts"), schemas.QUERY_COUNTS,
                                        [C.MATCH_COUNT, C.KEPT_COUNT])
-        curated = reader.read(os.path.join(cur, "curated"), schemas.CURATED, [C.LANG])
+        curated = reader.read(fileio.join(cur, "curated"), schemas.CURATED, [C.LANG])
         if curated is not None:
             run.languages = Counter(lang or "unknown" for lang in curated[C.LANG].to_pylist())
-        rejects = reader.read(os.path.join(cur, "rejects"), schemas.REJECT, [C.REASON, C.DETAIL])
+        rejects = reader.read(fileio.join(cur, "rejects"), schemas.REJECT, [C.REASON, C.DETAIL])
         if rejects is not None:
             run.language_filtered = Counter(d or "unknown" for r, d in zip(rejects[C.REASON].to_pylist(),
                                                                       rejects[C.DETAIL].to_pylist())
                                             if r == "language_filtered")
     if SHARD_STAGE in run.stats:
-        run.index = reader.read(os.path.join(paths[SHARD_STAGE], "index"), schemas.SHARD_INDEX,
+        run.index = reader.read(fileio.join(paths[SHARD_STAGE], "index"), schemas.SHARD_INDEX,
                                 [C.SHARD, C.SHARD_POSITION, C.TAR_OFFSET, C.TAR_BYTES, C.TEXT,
                                  C.ORIGINAL_WIDTH, C.ORIGINAL_HEIGHT, C.WIDTH, C.HEIGHT])
         if run.index is not None:
@@ -161,20 +161,20 @@ def gather(paths: dict[str, str], title: str, max_rows: int) -> Run:
     if RUN.DEDUPE in run.stats:
         near = run.stats[RUN.DEDUPE].get("component_sizes") or {}
         run.duplicate_sizes["near-duplicate components"] = Counter({int(k): int(v) for k, v in near.items()})
-        rejects = reader.read(os.path.join(paths[RUN.DEDUPE], "rejects"), schemas.REJECT, [C.REASON, C.DUPLICATE_OF])
+        rejects = reader.read(fileio.join(paths[RUN.DEDUPE], "rejects"), schemas.REJECT, [C.REASON, C.DUPLICATE_OF])
         if rejects is not None:
             dups = Counter(d for r, d in zip(rejects[C.REASON].to_pylist(), rejects[C.DUPLICATE_OF].to_pylist())
                            if r == "exact_duplicate" and d)
             run.duplicate_sizes["exact-duplicate groups"] = Counter(n + 1 for n in dups.values())
-    metrics_path = os.path.join(paths[RUN.TRAIN], "metrics.jsonl") if paths[RUN.TRAIN] else ""
-    if metrics_path and os.path.isfile(metrics_path):
-        for n, line in enumerate(Path(metrics_path).read_text().splitlines(), 1):
+    metrics_path = fileio.join(paths[RUN.TRAIN], "metrics.jsonl") if paths[RUN.TRAIN] else ""
+    if metrics_path and fileio.isfile(metrics_path):
+        for n, line in enumerate(fileio.read_text(metrics_path).splitlines(), 1):
             if line.strip():
                 try:
                     run.metrics.append(json.loads(line))
                 except json.JSONDecodeError:
                     raise schemas.UserError(f"{metrics_path}, line {n}: not valid JSON") from None
-    if paths[RUN.EVAL] and os.path.isfile(paths[RUN.EVAL]):
+    if paths[RUN.EVAL] and fileio.isfile(paths[RUN.EVAL]):
         evals = _read_json(paths[RUN.EVAL])
         if not isinstance(evals, list) or not all(isinstance(r, dict) and "task" in r for r in evals):
             raise schemas.UserError(f"{paths['eval']}: not an `openwit eval --output` file (a JSON list of records)")
@@ -426,7 +426,7 @@ def _sample_images(run: Run, n: int) -> list[tuple[bytes, str, str]]:
 def _eval_rows(evals: list[dict]) -> list[list[str]]:
     rows = []
     for r in evals:
-        name = Path(str(r.get("dataset", ""))).name
+        name = fileio.basename(str(r.get("dataset", "")))
         if r["task"] == "retrieval":
             figures = (f"T&rarr;I R@1/5/10 {r['text_to_image_R@1']:.3f} / {r['text_to_image_R@5']:.3f} / "
                        f"{r['text_to_image_R@10']:.3f}; I&rarr;T R@5 {r['image_to_text_R@5']:.3f}")
@@ -475,7 +475,7 @@ def _summary(run: Run, rows: list[dict]) -> str:
         items.append(f"training: {train[-1]['step']:,} steps, final loss {train[-1]['loss']:.3f}")
     for r in run.evals:
         if r["task"] == "zeroshot":
-            items.append(f"zero-shot {html.escape(Path(str(r.get('dataset', ''))).name)}: top-1 {r['top1']:.1%}")
+            items.append(f"zero-shot {html.escape(fileio.basename(str(r.get('dataset', ''))))}: top-1 {r['top1']:.1%}")
     return '<ul class="summary">' + "".join(f"<li>{i}</li>" for i in items) + "</ul>" if items else ""
 
 
@@ -572,7 +572,8 @@ def write(paths: dict[str, str], output: str, title: str, samples: int = 24, max
         raise schemas.UserError(f"{where}: no stage ledger found (no openwit output here)")
     page, figures = render(run, samples)
     with fileio.atomic_local(output) as tmp:
-        Path(tmp).write_text(page, encoding="utf-8")
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(page)
         os.chmod(tmp, 0o644)  # a page to share: readable like any other document
     return {"output": output, "figures": figures, "bytes": len(page.encode()), "stages": list(run.stats),
             "seconds": round(time.perf_counter() - t0, 2)}
@@ -582,15 +583,15 @@ def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     if args.samples < 0 or args.max_rows <= 0:
         raise schemas.UserError("--samples must be >= 0 and --max-rows > 0")
-    if args.run is not None and not os.path.isdir(args.run):
+    if args.run is not None and not fileio.isdir(args.run):
         raise schemas.UserError(f"{args.run}: no such run folder")
     paths = _paths(args)
     if not any(paths.values()):
         raise schemas.UserError("give a run folder, or the stage folders (--curate, --shards, ...)")
-    output = args.output or (os.path.join(args.run, REPORT_FILE) if args.run else None)
+    output = args.output or (fileio.join(args.run, REPORT_FILE) if args.run else None)
     if output is None:
         raise schemas.UserError("--output is required without a run folder")
-    title = args.title or f"openwit run: {os.path.basename(os.path.normpath(args.run or output))}"
+    title = args.title or f"openwit run: {fileio.basename(args.run or output)}"
     done = write(paths, output, title, args.samples, args.max_rows, where=args.run or "the given folders")
     print(f"report: {output} ({done['bytes'] / 1e6:.1f} MB, {len(done['figures'])} figures: "
           f"{', '.join(done['figures'])}; stages: {', '.join(done['stages'])}) in {done['seconds']:.1f}s")

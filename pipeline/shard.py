@@ -312,16 +312,12 @@ def build(p: beam.Pipeline, keep_files: list[str], curated_files: list[str], sou
 def _remove_stale(output: str, shards: int) -> int:
     """Remove shards (tar, stats, index) numbered at or above ``shards``: an earlier run's."""
     removed = 0
-    if not fileio.is_local(output) or not os.path.isdir(output):
-        return 0
-    for folder, suffixes in ((output, (".tar", "_stats.json")), (os.path.join(output, INDEX_DIR), (".parquet",))):
-        if not os.path.isdir(folder):
-            continue
-        for name in os.listdir(folder):
+    for folder, suffixes in ((output, (".tar", "_stats.json")), (fileio.join(output, INDEX_DIR), (".parquet",))):
+        for name in fileio.listdir(folder):
             for suffix in suffixes:
                 stem = name.removesuffix(suffix)
                 if name.endswith(suffix) and stem.isdigit() and int(stem) >= shards:
-                    os.unlink(os.path.join(folder, name))
+                    fileio.remove(fileio.join(folder, name))
                     removed += 1
     return removed
 
@@ -340,15 +336,13 @@ def run(argv: list[str] | None = None) -> dict:
     keep_files, n_keep = _parquet(_folder(args.keep, "keep"), "--keep", schemas.KEEP)
     curated_files, _ = _parquet(_folder(args.curated, "curated"), "--curated", schemas.CURATED)
     shards_dir = _folder(args.images, "shards")
-    source_tars = {os.path.basename(t).removesuffix(".tar"): t
+    source_tars = {fileio.basename(t).removesuffix(".tar"): t
                    for t in fileio.expand_inputs([fileio.join(shards_dir, "*.tar")])} if n_keep else {}
     bits = max(0, min(20, (max(1, n_keep // args.range_rows)).bit_length()))
     fileio.makedirs(args.output)
     for name in (SIZES_FILE, CARD_FILE, STATS_FILE):  # a partial rerun must not look complete
-        if fileio.is_local(args.output):
-            with_path = os.path.join(args.output, name)
-            if os.path.exists(with_path):
-                os.unlink(with_path)
+        if fileio.exists(fileio.join(args.output, name)):
+            fileio.remove(fileio.join(args.output, name))
     start = time.perf_counter()
     p = beam.Pipeline(options=beam_options)
     build(p, keep_files, curated_files, source_tars, args.output, args.samples_per_shard, args.seed, bits)
@@ -372,7 +366,7 @@ def run(argv: list[str] | None = None) -> dict:
 
 
 def _stage_stats(folder: str, name: str) -> dict | None:
-    for path in (fileio.join(folder, name), fileio.join(os.path.dirname(os.path.normpath(folder)), name)):
+    for path in (fileio.join(folder, name), fileio.join(fileio.dirname(folder), name)):
         if fileio.exists(path):
             return fileio.read_json(path)
     return None
@@ -380,7 +374,7 @@ def _stage_stats(folder: str, name: str) -> dict | None:
 
 def dataset_card(args: argparse.Namespace, stats: dict, per_shard: list[dict]) -> str:
     """The dataset card (markdown): what is in the shards and how they were made."""
-    name = args.name or os.path.basename(os.path.normpath(args.output))
+    name = args.name or fileio.basename(args.output)
     curate = _stage_stats(args.curated, "curate_stats.json")
     download = _stage_stats(args.images, "download_stats.json")
     dedupe = _stage_stats(args.keep, "dedupe_stats.json")

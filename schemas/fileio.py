@@ -93,7 +93,7 @@ def join(base: str, *parts: str) -> str:
 
 
 def dirname(path: str) -> str:
-    return os.path.dirname(path) if is_local(path) else posixpath.dirname(path.rstrip("/"))
+    return os.path.dirname(os.path.normpath(path)) if is_local(path) else posixpath.dirname(path.rstrip("/"))
 
 
 def basename(path: str) -> str:
