@@ -17,6 +17,7 @@ import socket
 import subprocess
 import sys
 
+from schemas import fileio
 from trainer.config import RECIPES, ConfigError, load
 
 SUMMARY = "pretrain a CLIP model with DeepSpeed on openwit shards (recipes: " + ", ".join(RECIPES) + ")"
@@ -51,7 +52,7 @@ def parse(argv: list[str]):
     cfg = load(args.recipe, args.config, overrides)
     if not cfg.data:
         raise ConfigError("--data is required (an `openwit shard` output folder)")
-    if not os.path.isdir(cfg.data):
+    if not fileio.isdir(cfg.data):
         raise ConfigError(f"--data {cfg.data}: no such folder")
     return cfg, args.resume
 

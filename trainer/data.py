@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import io
 import math
-import os
 import random
 import tarfile
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ from PIL import Image
 from torchvision.transforms import functional as TF
 
 import schemas
+from schemas import fileio
 from schemas import columns as C
 
 MEAN = (0.48145466, 0.4578275, 0.40821073)  # OpenAI CLIP normalisation (open_clip's default)
@@ -50,8 +50,8 @@ class Index:
 
     @classmethod
     def load(cls, folder: str) -> "Index":
-        path = os.path.join(folder, INDEX_DIR)
-        if not os.path.isdir(path):
+        path = fileio.join(folder, INDEX_DIR)
+        if not fileio.isdir(path):
             raise schemas.UserError(f"--data {folder}: no {INDEX_DIR}/ folder (not an `openwit shard` output)")
         table = schemas.read_table(path, schemas.SHARD_INDEX).select(
             [C.UID, C.SHARD, C.SHARD_POSITION, C.TAR_OFFSET, C.TAR_BYTES]).sort_by([(C.SHARD, "ascending"),
@@ -146,7 +146,7 @@ class RankStream(torch.utils.data.IterableDataset):
         tar = self.index.tars[i]
         fh = self._files.get(tar)
         if fh is None:
-            fh = self._files[tar] = open(os.path.join(self.index.folder, tar), "rb")
+            fh = self._files[tar] = fileio.open_read(fileio.join(self.index.folder, tar))
         fh.seek(int(self.index.offsets[i]))
         blob = fh.read(int(self.index.sizes[i]))
         image = text = None

@@ -20,11 +20,14 @@ written as a JSON list to --output, and a markdown table on stdout.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shlex
 import sys
-from pathlib import Path
+import tempfile
+
+from schemas import fileio
 
 from trainer import evalsets
 from trainer.evaltasks import RESIZE_MODES, TASKS, evaluate, load_model, suite_jobs
@@ -46,10 +49,30 @@ def table(records: list[dict]) -> str:
         return f"{r[k]:.3f}" if k in r else ""
     for r in records:
         n = r.get("samples", r.get("images", 0))
-        lines.append(f"| {Path(r['dataset']).name} | {r['task']} | {n:,} | {f(r, 'top1')} | {f(r, 'top5')} | "
+        lines.append(f"| {fileio.basename(r['dataset'])} | {r['task']} | {n:,} | {f(r, 'top1')} | {f(r, 'top5')} | "
                      f"{f(r, 'mean_per_class_recall')} | {f(r, 'image_to_text_R@1')} | {f(r, 'image_to_text_R@5')} | "
                      f"{f(r, 'text_to_image_R@1')} | {f(r, 'text_to_image_R@5')} |")
     return "\n".join(lines)
+
+
+MODEL_FILES = ("open_clip_config.json", "open_clip_model.safetensors", "config.json", "final_weights.pt")
+
+
+def _local(path: str, stack: contextlib.ExitStack, names: tuple[str, ...] | None = None) -> str:
+    """``path`` itself when local; a model or evaluation set on object storage is copied to
+    local temp space first (only ``names`` of it, when given: a run's checkpoints stay)."""
+    if fileio.is_local(path):
+        return path
+    if not fileio.isdir(path):
+        raise evalsets.DatasetError(f"{path}: no such folder")
+    tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="openwit-eval-"))
+    if names is None:
+        fileio.get_tree(path, tmp)
+    else:
+        for name in names:
+            if fileio.isfile(fileio.join(path, name)):
+                fileio.publish(fileio.join(path, name), os.path.join(tmp, name))
+    return tmp
 
 
 def main(argv: list[str]) -> int:
@@ -70,21 +93,22 @@ def main(argv: list[str]) -> int:
     p.add_argument("--output", default=None, help="write the JSON result records (a list) to this file")
     try:
         args = p.parse_args(argv)
-        jobs = suite_jobs(args.suite, args.linear_probe) if args.suite else [(args.dataset, args.task)]
-        model, preprocess, tokenizer = load_model(args.model, args.resize_mode)
-        records = []
-        for dataset, task in jobs:
-            metrics = evaluate(model, preprocess, tokenizer, dataset, task, args.templates, args.classnames,
-                               args.split, args.train_split)
-            records.append({"model": args.model, "dataset": dataset, "task": task, **metrics,
-                            "command": "openwit eval " + shlex.join(argv)})
+        with contextlib.ExitStack() as stack:
+            given = args.suite or args.dataset
+            where = _local(given, stack)
+            jobs = suite_jobs(where, args.linear_probe) if args.suite else [(where, args.task)]
+            model, preprocess, tokenizer = load_model(_local(args.model, stack, MODEL_FILES), args.resize_mode)
+            records = []
+            for dataset, task in jobs:
+                metrics = evaluate(model, preprocess, tokenizer, dataset, task, args.templates, args.classnames,
+                                   args.split, args.train_split)
+                named = given + dataset[len(where):] if dataset.startswith(where) else dataset
+                records.append({"model": args.model, "dataset": named, "task": task, **metrics,
+                                "command": "openwit eval " + shlex.join(argv)})
     except (evalsets.DatasetError, ValueError) as e:
         print(f"openwit eval: {e}", file=sys.stderr)
         return 2
     if args.output:
-        out = Path(args.output)
-        tmp = out.with_name(f".{out.name}.tmp")
-        tmp.write_text(json.dumps(records, indent=1) + "\n")
-        os.replace(tmp, out)
+        fileio.write_text(args.output, json.dumps(records, indent=1) + "\n")
     print(table(records))
     return 0

@@ -11,13 +11,11 @@ loads the model as is. ZeRO checkpoints are consolidated from the fp32 master we
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
-from pathlib import Path
 
 import torch
 
+from schemas import fileio
 from trainer import checkpoints, models
 from trainer.data import MEAN, STD
 
@@ -29,24 +27,25 @@ class ExportError(ValueError):
 
 
 def export(run: str, output: str, tag: str = "latest") -> dict:
-    if not Path(run).is_dir():
+    if not fileio.isdir(run):
         raise ExportError(f"--run {run}: no such folder")
     folder = checkpoints.folder(run)
     tag, sidecar = checkpoints.find(folder, tag)
     if tag is None:
         raise ExportError(f"--run {run}: no complete checkpoint under {folder}")
-    if not sidecar.is_file():
+    if not fileio.isfile(sidecar):
         raise ExportError(f"--tag {tag}: {sidecar} does not exist")
-    meta = json.loads(sidecar.read_text())
+    meta = fileio.read_json(sidecar)
     from trainer import engine  # imports DeepSpeed: only once there is something to convert
 
-    state = engine.consolidated_state_dict(str(folder), tag)
+    with checkpoints.local_copy(folder, tag) as local:
+        state = engine.consolidated_state_dict(local, tag)
     if "logit_scale" in state:
         state["logit_scale"] = state["logit_scale"].reshape(())  # open_clip's usual 0-dim shape
     if "logit_bias" in state:
         state["logit_bias"] = state["logit_bias"].reshape(())
-    out = Path(output)
-    out.mkdir(parents=True, exist_ok=True)
+    out = str(output)
+    fileio.makedirs(out)
     size = meta["model_config"]["vision_cfg"]["image_size"]
     config = {"model_cfg": meta["model_config"],
               "preprocess_cfg": {"size": size, "mean": list(MEAN), "std": list(STD), "interpolation": "bicubic",  # not-a-column
@@ -55,16 +54,12 @@ def export(run: str, output: str, tag: str = "latest") -> dict:
                           "schema_version": meta["schema_version"]}}
     from safetensors.torch import save_file
 
-    tmp = out / ".open_clip_model.safetensors.tmp"
-    save_file(state, str(tmp))
-    os.replace(tmp, out / "open_clip_model.safetensors")
-    tmp = out / ".model.pt.tmp"
-    torch.save(state, tmp)
-    os.replace(tmp, out / "model.pt")
-    tmp = out / ".open_clip_config.json.tmp"
-    tmp.write_text(json.dumps(config, indent=1, sort_keys=True) + "\n")
-    os.replace(tmp, out / "open_clip_config.json")
-    return {"tag": tag, "step": meta["step"], "output": str(out), "tensors": len(state)}
+    with fileio.atomic_local(fileio.join(out, "open_clip_model.safetensors")) as tmp:
+        save_file(state, tmp)
+    with fileio.atomic_local(fileio.join(out, "model.pt")) as tmp:
+        torch.save(state, tmp)
+    fileio.write_json(fileio.join(out, "open_clip_config.json"), config)
+    return {"tag": tag, "step": meta["step"], "output": out, "tensors": len(state)}
 
 
 def load_exported(folder: str):

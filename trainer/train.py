@@ -8,36 +8,53 @@ across ranks, backward, step), clamp the temperature, log, and checkpoint every 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import time
-from pathlib import Path
 
 import torch
 import torch.distributed as dist
 
 import schemas
+from schemas import fileio
 from trainer import checkpoints, data, engine, models
 from trainer.config import TrainConfig
 from trainer.loss import clip_loss, siglip_loss
 
-def _truncate_metrics(path: Path, start_step: int) -> None:
+METRICS = "metrics.jsonl"
+
+
+def _truncate_metrics(run: str, work: str, start_step: int) -> None:
     """Drop metric rows past the step this run starts from: the rows an interrupted attempt
-    wrote after its last checkpoint are written again, so a rerun leaves one row per step."""
-    if not path.is_file():
+    wrote after its last checkpoint are written again, so a rerun leaves one row per step.
+    The rows are kept in the local work folder and published with each checkpoint."""
+    src = fileio.join(run, METRICS)
+    if not fileio.isfile(src):
+        with contextlib.suppress(FileNotFoundError):  # an unpublished attempt's rows
+            os.unlink(os.path.join(work, METRICS))
         return
-    keep = [line for line in path.read_text().splitlines()
+    keep = [line for line in fileio.read_text(src).splitlines()
             if line.strip() and json.loads(line).get("step", 0) <= start_step]
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("".join(f"{line}\n" for line in keep))
-    os.replace(tmp, path)
+    fileio.write_text(os.path.join(work, METRICS), "".join(f"{line}\n" for line in keep))
 
 
-def _atomic_json(path: Path, obj: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=1, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+def _local_rank() -> int:
+    return int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def _publish(work: str, run: str, names: list[str]) -> None:
+    """Copy files of the local work folder to a run on object storage (nothing when the
+    run is local: it is the work folder)."""
+    if fileio.is_local(run):
+        return
+    for name in names:
+        local = os.path.join(work, name)
+        if os.path.isdir(local):
+            fileio.put_tree(local, fileio.join(run, name))
+        elif os.path.isfile(local):
+            fileio.publish(local, fileio.join(run, name))
 
 
 def _mean(value: float) -> float:
@@ -54,8 +71,9 @@ def _sum(value: int) -> int:
 
 def run(cfg: TrainConfig, resume: str | None = None) -> dict:
     rank, world = engine.init_distributed()
-    out = Path(cfg.output)
-    ckpt_dir = checkpoints.folder(out)
+    run_dir = str(cfg.output)
+    out = checkpoints.work_folder(run_dir)  # where files are made; the run folder itself when local
+    ckpt_dir = checkpoints.folder(run_dir)
     index = data.Index.load(cfg.data)
     plan = data.Plan.make(len(index), cfg.global_batch(world), cfg.epochs, cfg.steps)
     stop_at = int(cfg.extra.get("stop_at", 0)) or plan.total_steps
@@ -72,15 +90,19 @@ def run(cfg: TrainConfig, resume: str | None = None) -> dict:
         tag, sidecar = checkpoints.find(ckpt_dir, resume)
         if tag is None:
             raise schemas.UserError(f"--resume latest: no complete checkpoint under {ckpt_dir}")
-        if not sidecar.is_file():
+        if not fileio.isfile(sidecar):
             raise schemas.UserError(f"--resume {resume}: {sidecar} does not exist")
-        state = json.loads(sidecar.read_text())
+        state = fileio.read_json(sidecar)
         if state["global_batch"] != plan.global_batch or state["data"]["seed"] != cfg.seed:
             raise schemas.UserError(
                 f"--resume {tag}: it was trained with global batch {state['global_batch']} and seed "
                 f"{state['data']['seed']}; this run has {plan.global_batch} and {cfg.seed}: the sample "
                 "sequence would differ")
-        engine.load(eng, str(ckpt_dir), tag)
+        if not fileio.is_local(ckpt_dir) and _local_rank() == 0:  # one copy per machine
+            shutil.rmtree(os.path.join(checkpoints.folder(out), tag), ignore_errors=True)
+            fileio.get_tree(fileio.join(ckpt_dir, tag), os.path.join(checkpoints.folder(out), tag))
+        dist.barrier()
+        engine.load(eng, checkpoints.folder(out), tag)
         start_step = state["step"]
 
     stream = data.RankStream(index, plan, cfg.seed, rank, world, cfg.micro_batch, cfg.accumulation, start_step,
@@ -88,12 +110,13 @@ def run(cfg: TrainConfig, resume: str | None = None) -> dict:
                              grayscale=cfg.grayscale)
     batches = iter(data.loader(stream, cfg.workers))
     writer = None
+    os.makedirs(out, exist_ok=True)
     if rank == 0:
-        out.mkdir(parents=True, exist_ok=True)
         from torch.utils.tensorboard import SummaryWriter
 
-        writer = SummaryWriter(str(out / "tensorboard"), purge_step=start_step)
-        _atomic_json(out / "config.json", {**cfg.to_dict(), "world_size": world, "plan": plan.__dict__})
+        writer = SummaryWriter(os.path.join(out, "tensorboard"), purge_step=start_step)
+        fileio.write_json(fileio.join(run_dir, "config.json"), {**cfg.to_dict(), "world_size": world,
+                                                                 "plan": plan.__dict__})
     evaluator = None
     if cfg.eval_every and cfg.eval_suite and (rank == 0 or cfg.zero_stage == 3):  # ZeRO-3: every rank gathers
         from trainer.evaltasks import Periodic
@@ -101,10 +124,11 @@ def run(cfg: TrainConfig, resume: str | None = None) -> dict:
         evaluator = Periodic(cfg.eval_suite, models.image_size(cfg.model), cfg.eval_resize_mode,
                              models.tokenizer(cfg.model))
     record = cfg.extra.get("record_samples")
-    uid_log = open(out / f"samples-rank{rank}-from{start_step:08d}.txt", "w") if record else None  # noqa: SIM115
+    uid_name = f"samples-rank{rank}-from{start_step:08d}.txt"
+    uid_log = open(os.path.join(out, uid_name), "w") if record else None  # noqa: SIM115
     if rank == 0:
-        _truncate_metrics(out / "metrics.jsonl", start_step)
-    metrics = open(out / "metrics.jsonl", "a") if rank == 0 else None  # noqa: SIM115
+        _truncate_metrics(run_dir, out, start_step)
+    metrics = open(os.path.join(out, METRICS), "a") if rank == 0 else None  # noqa: SIM115
 
     started = time.perf_counter()
     wait = compute = 0.0
@@ -171,10 +195,11 @@ def run(cfg: TrainConfig, resume: str | None = None) -> dict:
                 metrics.flush()
                 print(f"[eval] step {done}  " + "  ".join(f"{k} {v:.3f}" for k, v in scores.items()), flush=True)
         if done % cfg.checkpoint_every == 0 or done == plan.total_steps:
-            checkpoint(eng, cfg, ckpt_dir, done, plan, world, rank)
+            checkpoint(eng, cfg, out, run_dir, done, plan, world, rank)
 
     if uid_log:
         uid_log.close()
+        _publish(out, run_dir, [uid_name])
     seconds = time.perf_counter() - started
     steps_run = max(0, min(plan.total_steps, stop_at) - start_step)
     stats = {"steps": plan.total_steps, "start_step": start_step, "steps_run": steps_run,
@@ -186,12 +211,12 @@ def run(cfg: TrainConfig, resume: str | None = None) -> dict:
     if rank == 0:
         writer.close()
         metrics.close()
-        _atomic_json(out / "train_stats.json", stats)
+        _publish(out, run_dir, [METRICS, "tensorboard"])
         if world == 1 or cfg.zero_stage < 3:
             weights = {k: v.detach().float().cpu() for k, v in eng.module.state_dict().items()}
-            tmp = out / ".final_weights.pt.tmp"
-            torch.save(weights, tmp)
-            os.replace(tmp, out / "final_weights.pt")
+            with fileio.atomic_local(fileio.join(run_dir, "final_weights.pt")) as tmp:
+                torch.save(weights, tmp)
+        fileio.write_json(fileio.join(run_dir, "train_stats.json"), stats)
     dist.barrier()
     return stats
 
@@ -200,15 +225,24 @@ def done_logs(done: int, cfg: TrainConfig, plan: data.Plan) -> bool:
     return done % cfg.log_every == 0 or done == plan.total_steps
 
 
-def checkpoint(eng, cfg: TrainConfig, ckpt_dir: Path, step: int, plan: data.Plan, world: int, rank: int) -> None:
-    """DeepSpeed state on every rank, then rank 0 writes the sidecar (which marks the
-    checkpoint complete) and removes all but the newest ``keep_checkpoints``."""
+def checkpoint(eng, cfg: TrainConfig, work: str, run_dir: str, step: int, plan: data.Plan, world: int,
+               rank: int) -> None:
+    """DeepSpeed state on every rank (into the local work folder; for a run on object
+    storage each machine then uploads what its ranks wrote), then rank 0 writes the sidecar
+    (which marks the checkpoint complete) and removes all but the newest
+    ``keep_checkpoints``."""
     tag = checkpoints.tag(step)
-    engine.save(eng, str(ckpt_dir), tag, {"step": step})
+    local, ckpt_dir = checkpoints.folder(work), checkpoints.folder(run_dir)
+    engine.save(eng, local, tag, {"step": step})
+    dist.barrier()
+    if not fileio.is_local(run_dir) and _local_rank() == 0:
+        fileio.put_tree(os.path.join(local, tag), fileio.join(ckpt_dir, tag))
+        shutil.rmtree(os.path.join(local, tag), ignore_errors=True)  # the bucket holds it now
     dist.barrier()
     if rank == 0:
+        _publish(work, run_dir, [METRICS])
         epoch, in_epoch = divmod(step, plan.steps_per_epoch)
-        _atomic_json(ckpt_dir / tag / checkpoints.SIDECAR, {
+        fileio.write_json(fileio.join(ckpt_dir, tag, checkpoints.SIDECAR), {
             "step": step, "samples_seen": step * plan.global_batch, "global_batch": plan.global_batch,
             "world_size": world, "data": {"seed": cfg.seed, "epoch": epoch, "step_in_epoch": in_epoch,
                                           "steps_per_epoch": plan.steps_per_epoch, "samples": plan.samples,
@@ -216,5 +250,5 @@ def checkpoint(eng, cfg: TrainConfig, ckpt_dir: Path, step: int, plan: data.Plan
             "model": cfg.model, "model_config": models.model_config(cfg.model), "config": cfg.to_dict(),
             "schema_version": schemas.SCHEMA_VERSION, "torch": torch.__version__})
         for _, old in checkpoints.done(ckpt_dir)[:-cfg.keep_checkpoints]:
-            shutil.rmtree(ckpt_dir / old, ignore_errors=True)
+            fileio.remove_tree(fileio.join(ckpt_dir, old))
     dist.barrier()
