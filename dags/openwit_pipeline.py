@@ -175,7 +175,7 @@ with DAG(
         task_id="eval",
         bash_command=(
             "{% if params.eval_suite %}"
-            f"mkdir -p {ROOT}/eval && {OPENWIT} eval --model {ROOT}/train --suite {{{{ params.eval_suite | sh }}}}"
+            f"{OPENWIT} eval --model {ROOT}/train --suite {{{{ params.eval_suite | sh }}}}"
             f" {{{{ params.eval_options | shall }}}} --output {ROOT}/eval/results.json"
             "{% else %}echo 'no eval_suite given: nothing to evaluate'{% endif %}"),
     )

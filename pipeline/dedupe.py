@@ -163,6 +163,17 @@ def eval_sets(specs: list[str]) -> list[tuple[str, list[str]]]:
     return sets
 
 
+def _common_folder(files: list[str]) -> str:
+    """The deepest folder holding every file of a set ('' for none)."""
+    if not files:
+        return ""
+    folder = fileio.dirname(files[0])
+    while folder and not all(f.startswith(folder.rstrip("/") + "/") for f in files):
+        parent = fileio.dirname(folder)
+        folder = "" if parent == folder else parent
+    return folder
+
+
 class HashEvalFn(beam.DoFn):
     """(set index, file index, path) -> (pHash, eval id); unreadable images are counted."""
 
@@ -285,8 +296,10 @@ class ResolveValueFn(beam.DoFn):
     """Per hash value: its images and what the search found -> kept records keyed by the
     component they belong to, or eval_overlap rejects."""
 
-    def __init__(self, set_names: list[str], files: list[list[str]], eval_r: int):
+    def __init__(self, set_names: list[str], files: list[list[str]], eval_r: int, roots: list[str] | None = None):
         self.set_names, self.files, self.eval_r = set_names, files, eval_r
+        # a reject names the evaluation image by its path within its set, not by where the set lies
+        self.roots = roots or [""] * len(files)
 
     def process(self, joined: tuple[int, dict]) -> Iterator:
         value, parts = joined
@@ -297,7 +310,9 @@ class ResolveValueFn(beam.DoFn):
             sets = sorted({e >> _EVAL_SHIFT for e in eids})
             first = eids[0]
             s, f, m = first >> _EVAL_SHIFT, (first >> 20) & 0xFFFFF, first & 0xFFFFF
-            where = self.files[s][f] + (f" (image {m})" if self.files[s][f].endswith(".tar") else "")
+            shown = self.files[s][f]
+            shown = shown[len(self.roots[s]):].lstrip("/") if self.roots[s] and shown.startswith(self.roots[s]) else shown
+            where = shown + (f" (image {m})" if shown.endswith(".tar") else "")
             detail = f"pHash within {self.eval_r} of evaluation set {self.set_names[s]}: {where}"
             for it in items:
                 _counter("eval:eval_overlap").inc()
@@ -415,7 +430,8 @@ def build(p: beam.Pipeline, jobs: list, output: str, sets: list[tuple[str, list[
             | "Resolve" >> beam.FlatMap(resolve))
     resolved = ({"items": by_value, "info": info}
                 | "Join" >> beam.CoGroupByKey()
-                | "PerValue" >> beam.ParDo(ResolveValueFn([n for n, _ in sets], [f for _, f in sets], eval_r))
+                | "PerValue" >> beam.ParDo(ResolveValueFn([n for n, _ in sets], [f for _, f in sets], eval_r,
+                                                                  [_common_folder(f) for _, f in sets]))
                 .with_outputs("rejects", "kept", main="components"))
     near = (resolved["components"]
             | "GroupComponent" >> beam.GroupByKey()

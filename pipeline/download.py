@@ -342,7 +342,8 @@ def account(shards: str, out: str, expected: int, uids: set[str]) -> dict:
                 rejects.append({C.STAGE: STAGE, C.REASON: reason, C.DETAIL: (r[C.ERROR_MESSAGE] or "")[:200] or None,
                                 C.UID: r[C.UID], C.URL: r[C.URL], C.DUPLICATE_OF: None, C.SOURCE_FILE: name,
                                 C.SOURCE_OFFSET: None})
-        down.sort(key=lambda d: d[C.KEY])
+        down.sort(key=lambda d: d[C.KEY])  # img2dataset writes rows in the order its fetches finish
+        rejects.sort(key=lambda d: d[C.UID])
         schemas.write_table(pa.Table.from_pylist(down, schema=schemas.DOWNLOADED),
                             fileio.join(out, "downloaded", f"{stem}.parquet"), schemas.DOWNLOADED)
         schemas.write_table(pa.Table.from_pylist(rejects, schema=schemas.REJECT),

@@ -1,8 +1,13 @@
-"""Shared fixtures: a small synthetic crawl and its loopback web, built once per session."""
+"""Shared fixtures: a small synthetic crawl and its loopback web, built once per session,
+and an S3-compatible server on loopback."""
 
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
+import sys
+import time
 
 import pytest
 
@@ -30,3 +35,48 @@ def web(small_crawl):
     _, manifest = small_crawl
     with SyntheticWeb(manifest["hosts"], slow_seconds=SLOW_SECONDS) as w:
         yield w
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def s3():
+    """A bucket (its s3:// URL) on a moto S3 server process on loopback, moto's standalone
+    server: a real HTTP S3 endpoint. The standard AWS variables point every client at it,
+    in this process and in every process it starts."""
+    port = _free_port()
+    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            if time.monotonic() > deadline or server.poll() is not None:
+                server.kill()
+                raise RuntimeError("the S3 server did not start")
+            time.sleep(0.2)
+    env = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "openwit",
+           "AWS_SECRET_ACCESS_KEY": "openwit-secret", "AWS_DEFAULT_REGION": "us-east-1",
+           # a proxy in the environment must not carry loopback requests away
+           "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost"}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        import boto3  # moto's own dependency: the bucket is made the way an operator would
+
+        boto3.client("s3").create_bucket(Bucket="openwit-test")
+        yield "s3://openwit-test"
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v

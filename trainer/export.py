@@ -56,8 +56,8 @@ def export(run: str, output: str, tag: str = "latest") -> dict:
 
     with fileio.atomic_local(fileio.join(out, "open_clip_model.safetensors")) as tmp:
         save_file(state, tmp)
-    with fileio.atomic_local(fileio.join(out, "model.pt")) as tmp:
-        torch.save(state, tmp)
+    with fileio.atomic_local(fileio.join(out, "model.pt")) as tmp, open(tmp, "wb") as fh:
+        torch.save(state, fh)  # a file object: the archive's inner name does not follow the temp name
     fileio.write_json(fileio.join(out, "open_clip_config.json"), config)
     return {"tag": tag, "step": meta["step"], "output": out, "tensors": len(state)}
 

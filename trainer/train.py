@@ -214,8 +214,9 @@ def run(cfg: TrainConfig, resume: str | None = None) -> dict:
         _publish(out, run_dir, [METRICS, "tensorboard"])
         if world == 1 or cfg.zero_stage < 3:
             weights = {k: v.detach().float().cpu() for k, v in eng.module.state_dict().items()}
-            with fileio.atomic_local(fileio.join(run_dir, "final_weights.pt")) as tmp:
-                torch.save(weights, tmp)
+            # to a file object: the archive inside is then named the same whatever the temp name
+            with fileio.atomic_local(fileio.join(run_dir, "final_weights.pt")) as tmp, open(tmp, "wb") as fh:
+                torch.save(weights, fh)
         fileio.write_json(fileio.join(run_dir, "train_stats.json"), stats)
     dist.barrier()
     return stats

@@ -7,12 +7,6 @@ same object names and the same bytes."""
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
-import time
-
 import pytest
 
 from schemas import UserError
@@ -21,51 +15,7 @@ from schemas import fileio
 from pipeline.synth import crawl
 
 pytestmark = pytest.mark.slow
-BUCKET = "openwit-test"
 WORKERS = ["--runner=FnApiRunner", "--direct_running_mode=multi_processing", "--direct_num_workers=2"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def s3():
-    """A moto S3 server process on loopback; the AWS variables point every client at it."""
-    port = _free_port()
-    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            if time.monotonic() > deadline or server.poll() is not None:
-                server.kill()
-                raise RuntimeError("the S3 server did not start")
-            time.sleep(0.2)
-    env = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "openwit",
-           "AWS_SECRET_ACCESS_KEY": "openwit-secret", "AWS_DEFAULT_REGION": "us-east-1",
-           # a proxy in the environment must not carry loopback requests away
-           "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost"}
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        import boto3  # moto's own dependency: the bucket is made the way an operator would
-
-        boto3.client("s3").create_bucket(Bucket=BUCKET)
-        yield f"s3://{BUCKET}"
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def _tree(folder: str) -> dict[str, bytes]:
@@ -83,7 +33,7 @@ def test_extract_and_curate_on_s3_write_what_a_local_run_writes(s3, small_crawl,
     folder, _ = small_crawl
     fileio.put_tree(str(folder / crawl.WAT_DIR), f"{s3}/crawl")
     runs = {"local": (f"{folder / crawl.WAT_DIR}/", str(tmp_path / "run")),
-            "s3": (f"s3://{BUCKET}/crawl/", f"s3://{BUCKET}/run")}
+            "s3": (f"{s3}/crawl/", f"{s3}/run")}
     trees, ledgers = {}, {}
     for name, (source, out) in runs.items():
         ex = extract.run(["--input", f"{source}*.wat.gz", "--output", fileio.join(out, "extract"), *WORKERS])
@@ -102,7 +52,7 @@ def test_extract_and_curate_on_s3_write_what_a_local_run_writes(s3, small_crawl,
 
 
 def test_file_layer_on_s3_and_one_line_errors(s3, tmp_path):
-    base = f"s3://{BUCKET}/layer"
+    base = f"{s3}/layer"
     fileio.makedirs(base)  # a probe object, written and removed
     fileio.write_json(fileio.join(base, "a.json"), {"a": 1})
     fileio.write_json(fileio.join(base, "sub", "b.json"), {"b": 2})
@@ -123,9 +73,9 @@ def test_validate_reads_a_run_on_s3(s3, tmp_path, capsys):
 
     local = _run(tmp_path / "run")
     fileio.put_tree(str(local), f"{s3}/vrun")
-    assert validate.main([f"s3://{BUCKET}/vrun", "--min-shards", "2", "--min-samples", "40"]) == 0
+    assert validate.main([f"{s3}/vrun", "--min-shards", "2", "--min-samples", "40"]) == 0
     assert "validate: all 24 checks passed" in capsys.readouterr().out
-    assert fileio.read_json(f"s3://{BUCKET}/vrun/validate.json")["ok"]
+    assert fileio.read_json(f"{s3}/vrun/validate.json")["ok"]
     fileio.remove(f"{s3}/vrun/shards/00001.tar")
-    assert validate.main([f"s3://{BUCKET}/vrun"]) == 1
+    assert validate.main([f"{s3}/vrun"]) == 1
     assert "1 missing (first: 00001.tar)" in capsys.readouterr().err
