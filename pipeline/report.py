@@ -407,7 +407,7 @@ def _sample_images(run: Run, n: int) -> list[tuple[bytes, str, str]]:
         for r in rows:
             tar = fileio.join(run.paths[SHARD_STAGE], f"{r[C.SHARD]}.tar")
             if tar not in handles:
-                handles[tar] = fileio.open_read(tar)
+                handles[tar] = fileio.open_ranged(tar)  # a few samples each: no read-ahead
             fh = handles[tar]
             fh.seek(r[C.TAR_OFFSET])
             members = dict(tario.iter_members(io.BytesIO(fh.read(r[C.TAR_BYTES]))))

@@ -22,6 +22,7 @@ import contextlib
 import fnmatch
 import gzip
 import hashlib
+import io
 import json
 import os
 import posixpath
@@ -59,7 +60,9 @@ def filesystem(url: str) -> tuple[pafs.FileSystem, str]:
             _CACHE[key] = fs
         else:
             path = _path_of(url)
-    except Exception as e:  # noqa: BLE001 - pyarrow raises ArrowInvalid, OSError, ...
+    except OSError as e:  # a known scheme whose store does not answer (resolving the bucket's region)
+        raise UserError(f"{url}: cannot reach it ({type(e).__name__}: {str(e)[:300]})") from None
+    except Exception as e:  # noqa: BLE001 - pyarrow raises ArrowInvalid for an unknown scheme
         raise UserError(f"{url}: no filesystem for {scheme}:// ({type(e).__name__}: {str(e)[:300]})") from None
     return fs, path.rstrip("/")
 
@@ -128,16 +131,26 @@ def size(path: str) -> int:
     return int(info.size)
 
 
-def open_read(path: str) -> BinaryIO:
-    """A seekable binary file (no decompression: readers detect gzip themselves); on
-    object storage every read is a ranged request, so random access costs what it reads."""
+READ_BUFFER = 4 << 20  # one request per 4 MiB when a remote file is read through
+
+
+def open_ranged(path: str) -> BinaryIO:
+    """A seekable binary file for random access (the trainer's samples): on object storage
+    every read is one ranged request for just the bytes asked for."""
     if is_local(path):
         return open(path, "rb")
     fs, p = filesystem(path)
-    if _info(path).type != pafs.FileType.File:
-        raise FileNotFoundError(path)
     with _remote(path, "open it"):
         return fs.open_input_file(p)
+
+
+def open_read(path: str) -> BinaryIO:
+    """A seekable binary file for reading through (no decompression: readers detect gzip
+    themselves); on object storage reads are buffered, one request per 4 MiB, and a
+    short seek forward stays within the buffer."""
+    if is_local(path):
+        return open(path, "rb")
+    return io.BufferedReader(open_ranged(path), buffer_size=READ_BUFFER)
 
 
 def read_bytes(path: str) -> bytes:

@@ -18,6 +18,7 @@ import os
 import subprocess
 import sys
 import tarfile
+import time
 
 import pyarrow.parquet as pq
 import pytest
@@ -29,13 +30,15 @@ from pipeline.synth import benchmark, crawl
 
 pytestmark = pytest.mark.slow
 BEAM = ["--direct_num_workers=2"]
-LEDGER_KEYS = ("stage", "in", "kept", "rejected", "steps", "ledger_ok")
+LEDGER_KEYS = ("stage", "in", "kept", "rejected", "steps", "ledger_ok")  # not-a-column: ledger keys
 
 
 def _openwit(*args: str) -> str:
+    t0 = time.monotonic()
     proc = subprocess.run([sys.executable, "-m", "pipeline.cli", *args], capture_output=True, text=True,
                           timeout=900, env={**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1"})
     assert proc.returncode == 0, (args, proc.stdout[-2000:], proc.stderr[-4000:])
+    print(f"openwit {args[0]}: {time.monotonic() - t0:.1f}s", file=sys.stderr)  # where CI's minutes go
     return proc.stdout
 
 
@@ -50,7 +53,8 @@ def _chain(crawl_root: str, root: str, hosts: list[str]) -> None:
              *[f"--allow={h}" for h in sorted(set(hosts))])
     _openwit("dedupe", "--input", p[RUN.DOWNLOAD], "--output", p[RUN.DEDUPE],
              "--eval-images", f"heldout={fileio.join(crawl_root, crawl.EVAL_IMAGES_DIR)}", *BEAM)
-    _openwit("shard", "--keep", p[RUN.DEDUPE], "--images", p[RUN.DOWNLOAD], "--curated", p[RUN.CURATE],
+    _openwit("shard", "--keep", p[RUN.DEDUPE], "--images", p[RUN.DOWNLOAD],  # not-a-column: the subcommand
+             "--curated", p[RUN.CURATE],
              "--output", p[RUN.SHARD], "--samples-per-shard", "200")
     _openwit("validate", root, "--min-download-success", "0.5", "--min-shards", "2")
     _openwit("train", "--recipe", "debug", "--data", p[RUN.SHARD], "--output", p[RUN.TRAIN],

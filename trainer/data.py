@@ -146,7 +146,7 @@ class RankStream(torch.utils.data.IterableDataset):
         tar = self.index.tars[i]
         fh = self._files.get(tar)
         if fh is None:
-            fh = self._files[tar] = fileio.open_read(fileio.join(self.index.folder, tar))
+            fh = self._files[tar] = fileio.open_ranged(fileio.join(self.index.folder, tar))
         fh.seek(int(self.index.offsets[i]))
         blob = fh.read(int(self.index.sizes[i]))
         image = text = None
