@@ -23,6 +23,7 @@ import io
 import math
 import random
 import tarfile
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
@@ -38,6 +39,7 @@ MEAN = (0.48145466, 0.4578275, 0.40821073)  # OpenAI CLIP normalisation (open_cl
 STD = (0.26862954, 0.26130258, 0.27577711)
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
 INDEX_DIR = "index"
+MAX_OPEN_TARS = 64  # per data worker; the least recently read is closed first
 
 
 @dataclass
@@ -126,7 +128,7 @@ class RankStream(torch.utils.data.IterableDataset):
         self.micro_batch, self.accumulation, self.start_step = micro_batch, accumulation, start_step
         self.image_size, self.crop_scale, self.tokenizer, self.augment = image_size, crop_scale, tokenizer, augment
         self.grayscale = grayscale
-        self._files: dict[str, object] = {}
+        self._files: OrderedDict[str, object] = OrderedDict()  # least recently read first
 
     def __len__(self) -> int:
         return (self.plan.total_steps - self.start_step) * self.accumulation
@@ -146,7 +148,11 @@ class RankStream(torch.utils.data.IterableDataset):
         tar = self.index.tars[i]
         fh = self._files.get(tar)
         if fh is None:
+            if len(self._files) >= MAX_OPEN_TARS:  # 40k shards at 400M: past any file-handle limit
+                self._files.popitem(last=False)[1].close()
             fh = self._files[tar] = fileio.open_ranged(fileio.join(self.index.folder, tar))
+        else:
+            self._files.move_to_end(tar)
         fh.seek(int(self.index.offsets[i]))
         blob = fh.read(int(self.index.sizes[i]))
         image = text = None

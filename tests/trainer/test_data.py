@@ -87,3 +87,22 @@ def test_too_little_data_is_one_line(shards):
     with pytest.raises(schemas.UserError) as e:
         data.Plan.make(len(index), 10_000, 1, 0)
     assert "fewer than one global batch" in str(e.value)
+
+
+def test_open_tar_files_stay_bounded_and_the_batches_do_not_change(shards, monkeypatch):
+    full = list(data.loader(_stream(shards), 0))
+    opened = []
+    real = data.fileio.open_ranged
+
+    def counting(path):
+        opened.append(real(path))
+        return opened[-1]
+
+    monkeypatch.setattr(data, "MAX_OPEN_TARS", 1)
+    monkeypatch.setattr(data.fileio, "open_ranged", counting)
+    stream = _stream(shards)
+    bounded = list(data.loader(stream, 0))
+    assert [b["uids"] for b in bounded] == [b["uids"] for b in full]
+    assert all(bool((a["images"] == b["images"]).all()) for a, b in zip(bounded, full))
+    assert len({f.name for f in opened}) > 1 and len(opened) > len({f.name for f in opened})  # reopened after closing
+    assert sum(not f.closed for f in opened) == len(stream._files) == 1
