@@ -310,8 +310,7 @@ class ResolveValueFn(beam.DoFn):
             sets = sorted({e >> _EVAL_SHIFT for e in eids})
             first = eids[0]
             s, f, m = first >> _EVAL_SHIFT, (first >> 20) & 0xFFFFF, first & 0xFFFFF
-            shown = self.files[s][f]
-            shown = shown[len(self.roots[s]):].lstrip("/") if self.roots[s] and shown.startswith(self.roots[s]) else shown
+            shown = fileio.relative(self.files[s][f], self.roots[s])
             where = shown + (f" (image {m})" if shown.endswith(".tar") else "")
             detail = f"pHash within {self.eval_r} of evaluation set {self.set_names[s]}: {where}"
             for it in items:

@@ -283,15 +283,21 @@ def publish(src: str, dest: str) -> None:
     """Make a complete file ``src`` also appear as ``dest`` in one step: a hard link renamed
     into place on a local disk, a server-side copy on object storage (``src`` is kept)."""
     if is_local(src) and is_local(dest):
+        os.makedirs(os.path.dirname(os.path.abspath(dest)), exist_ok=True)
         tmp = os.path.join(os.path.dirname(dest), f".{os.path.basename(dest)}.tmp")
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-        os.link(src, tmp)
+        try:
+            os.link(src, tmp)
+        except OSError:  # another device, or a filesystem without hard links
+            shutil.copyfile(src, tmp)
         os.replace(tmp, dest)
     elif not is_local(src) and not is_local(dest) and src.partition("://")[0] == dest.partition("://")[0]:
         fs, p = filesystem(src)
         with _remote(dest, "copy to it"):
             fs.copy_file(p, filesystem(dest)[1])
+    elif is_local(src):
+        _upload(src, dest)
     else:
         with open_read(src) as fh, atomic_local(dest) as tmp, open(tmp, "wb") as out:
             shutil.copyfileobj(fh, out, 8 << 20)
@@ -307,16 +313,9 @@ def get_tree(folder: str, local: str) -> None:
 
 
 def put_tree(local: str, folder: str) -> None:
-    """Write every file under the local folder ``local`` to ``folder``, each atomically."""
+    """Publish every file under the local folder ``local`` into ``folder``."""
     for name, path in _entries(local, recursive=True):
-        if is_local(folder):
-            dest = os.path.join(folder, *name.split("/"))
-            if os.path.abspath(dest) == os.path.abspath(path):
-                continue
-            with atomic_local(dest) as tmp:
-                shutil.copyfile(path, tmp)
-        else:
-            _upload(path, join(folder, name))
+        publish(path, join(folder, *name.split("/")))
 
 
 def expand_inputs(specs: list[str]) -> list[str]:

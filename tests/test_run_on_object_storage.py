@@ -27,6 +27,7 @@ from schemas import columns as C
 from schemas import fileio
 from schemas import run as RUN
 from pipeline.synth import benchmark, crawl
+from tests.pipeline.test_object_store import _tree
 
 pytestmark = pytest.mark.slow
 BEAM = ["--direct_num_workers=2"]
@@ -81,10 +82,6 @@ def _content(name: str, data: bytes) -> object:
     return data
 
 
-def _files(root: str) -> dict[str, bytes]:
-    return {name: fileio.read_bytes(fileio.join(root, name)) for name in fileio.walk(root)}
-
-
 def test_the_quick_chain_on_s3_writes_what_a_local_run_writes(s3, small_crawl, web, tmp_path):
     folder, manifest = small_crawl
     remote_crawl = f"{s3}/crawl"
@@ -94,7 +91,7 @@ def test_the_quick_chain_on_s3_writes_what_a_local_run_writes(s3, small_crawl, w
     files = {}
     for name, (crawl_root, root) in runs.items():
         _chain(crawl_root, root, manifest["hosts"])
-        files[name] = _files(root)
+        files[name] = _tree(root)
     local, remote = files["local"], files["s3"]
 
     def compared(name: str) -> bool:
