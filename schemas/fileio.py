@@ -56,20 +56,14 @@ def filesystem(url: str) -> tuple[pafs.FileSystem, str]:
     fs = _CACHE.get(key)
     try:
         if fs is None:
-            fs, path = pafs.FileSystem.from_uri(url)
-            _CACHE[key] = fs
-        else:
-            path = _path_of(url)
+            # the client from the bucket alone: a key is any text (spaces, accents, brackets),
+            # which pyarrow's URI parser would refuse
+            fs = _CACHE[key] = pafs.FileSystem.from_uri(f"{scheme}://{bucket}")[0]
     except OSError as e:  # a known scheme whose store does not answer (resolving the bucket's region)
         raise UserError(f"{url}: cannot reach it ({type(e).__name__}: {str(e)[:300]})") from None
     except Exception as e:  # noqa: BLE001 - pyarrow raises ArrowInvalid for an unknown scheme
         raise UserError(f"{url}: no filesystem for {scheme}:// ({type(e).__name__}: {str(e)[:300]})") from None
-    return fs, path.rstrip("/")
-
-
-def _path_of(url: str) -> str:
-    """The path inside its filesystem of an object-store URL: bucket/key."""
-    return url.partition("://")[2]
+    return fs, rest.rstrip("/")
 
 
 @contextlib.contextmanager

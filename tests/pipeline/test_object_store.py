@@ -62,6 +62,10 @@ def test_file_layer_on_s3_and_one_line_errors(s3, tmp_path):
     assert fileio.expand_inputs([f"{base}/"]) == [f"{base}/a.json", f"{base}/sub/b.json"]
     fileio.remove(fileio.join(base, "a.json"))
     assert fileio.listdir(base) == [] and not fileio.exists(fileio.join(base, "a.json"))
+    odd = fileio.join(base, "odd", "é x[1].json")  # a key is any text: no URI parsing of it
+    fileio.write_json(odd, {"é": 1})
+    assert fileio.read_json(odd) == {"é": 1} and fileio.named_inputs([fileio.join(base, "odd/")]) == [
+        (odd, "é x[1].json")]
     with pytest.raises(UserError, match="s3://no-such-bucket/out: cannot write here"):
         fileio.makedirs("s3://no-such-bucket/out")
     with pytest.raises(UserError, match="matches nothing"):
