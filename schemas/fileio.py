@@ -177,6 +177,24 @@ def _entries(folder: str, recursive: bool) -> list[tuple[str, str]]:
     return sorted((i.path[len(p) + 1:], f"{scheme}://{i.path}") for i in infos if i.type == pafs.FileType.File)
 
 
+def listing(folder: str) -> list[tuple[str, int, int]]:
+    """(name, size, modification time in ns) of the files directly in ``folder``, sorted."""
+    if is_local(folder):
+        if not os.path.isdir(folder):
+            return []
+        out = []
+        with os.scandir(folder) as it:
+            for e in it:
+                if e.is_file():
+                    st = e.stat()
+                    out.append((e.name, st.st_size, st.st_mtime_ns))
+        return sorted(out)
+    fs, p = filesystem(folder)
+    with _remote(folder, "list it"):
+        infos = fs.get_file_info(pafs.FileSelector(p, recursive=False, allow_not_found=True))
+    return sorted((i.base_name, int(i.size), int(i.mtime_ns or 0)) for i in infos if i.type == pafs.FileType.File)
+
+
 def listdir(folder: str) -> list[str]:
     """The names of the files directly in ``folder`` (none if it does not exist)."""
     return [name for name, _ in _entries(folder, recursive=False)]

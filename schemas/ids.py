@@ -15,7 +15,8 @@ SHARD_ORDER = "shard-order"  # shard: a sample's place in the dataset order
 PARTITION = "partition"  # which output file of a stage a row lands in
 AUGMENT = "augment"  # trainer: the crop and greyscale draws of a sample in an epoch
 SPLIT = "split"  # a held-out split of samples (evaluation, probes)
-PURPOSES = frozenset({BALANCE, SHARD_ORDER, PARTITION, AUGMENT, SPLIT})
+PERMUTE = "permute"  # trainer: the round keys of an epoch's sample permutation
+PURPOSES = frozenset({BALANCE, SHARD_ORDER, PARTITION, AUGMENT, SPLIT, PERMUTE})
 
 
 def uid(url: str, text: str) -> str:

@@ -20,6 +20,18 @@ SMALL_PAGES = 240
 SLOW_SECONDS = 2.0
 
 
+@pytest.fixture(scope="session", autouse=True)
+def work_folder(tmp_path_factory):
+    """Machine-local scratch (the trainer's index records, remote runs' local copies) in the
+    session's temp folder, not the system's."""
+    if "OPENWIT_WORK" in os.environ:
+        yield os.environ["OPENWIT_WORK"]
+        return
+    os.environ["OPENWIT_WORK"] = str(tmp_path_factory.mktemp("work"))
+    yield os.environ["OPENWIT_WORK"]
+    del os.environ["OPENWIT_WORK"]
+
+
 @pytest.fixture(scope="session")
 def small_crawl(tmp_path_factory):
     """(folder, manifest) of a 240-page crawl in 2 WAT files on free loopback ports."""

@@ -98,6 +98,11 @@ def run(cfg: TrainConfig, resume: str | None = None) -> dict:
                 f"--resume {tag}: it was trained with global batch {state['global_batch']} and seed "
                 f"{state['data']['seed']}; this run has {plan.global_batch} and {cfg.seed}: the sample "
                 "sequence would differ")
+        if state["data"].get("samples") != plan.samples or state["data"].get("rule") != data.ORDER_RULE:
+            raise schemas.UserError(
+                f"--resume {tag}: it was trained on {state['data'].get('samples')} samples in the order "
+                f"'{state['data'].get('rule')}'; this run has {plan.samples} in the order '{data.ORDER_RULE}': "
+                "the sample sequence would differ")
         if not fileio.is_local(ckpt_dir) and _local_rank() == 0:  # one copy per machine
             shutil.rmtree(os.path.join(checkpoints.folder(out), tag), ignore_errors=True)
             fileio.get_tree(fileio.join(ckpt_dir, tag), os.path.join(checkpoints.folder(out), tag))
@@ -247,7 +252,7 @@ def checkpoint(eng, cfg: TrainConfig, work: str, run_dir: str, step: int, plan: 
             "step": step, "samples_seen": step * plan.global_batch, "global_batch": plan.global_batch,
             "world_size": world, "data": {"seed": cfg.seed, "epoch": epoch, "step_in_epoch": in_epoch,
                                           "steps_per_epoch": plan.steps_per_epoch, "samples": plan.samples,
-                                          "rule": "permutation(seed, epoch); global batch s of the epoch"},
+                                          "rule": data.ORDER_RULE},
             "model": cfg.model, "model_config": models.model_config(cfg.model), "config": cfg.to_dict(),
             "schema_version": schemas.SCHEMA_VERSION, "torch": torch.__version__})
         for _, old in checkpoints.done(ckpt_dir)[:-cfg.keep_checkpoints]:

@@ -34,6 +34,8 @@ def test_atomic_writes_and_listing(tmp_path):
     assert not fileio.exists(dest) and fileio.listdir(str(tmp_path / "out")) == []  # no temp left
     fileio.write_json(dest, {"a": 1})
     assert fileio.read_json(dest) == {"a": 1} and fileio.listdir(str(tmp_path / "out")) == ["x.json"]
+    (name, size, mtime), = fileio.listing(str(tmp_path / "out"))
+    assert (name, size) == ("x.json", (tmp_path / "out" / "x.json").stat().st_size) and size > 0 and mtime == (tmp_path / "out" / "x.json").stat().st_mtime_ns
     fileio.remove(dest)
     assert fileio.listdir(str(tmp_path / "out")) == [] and fileio.listdir(str(tmp_path / "nope")) == []
     (tmp_path / "file").write_text("")

@@ -3,8 +3,11 @@ any step; unreadable samples marked, counted and never a crash."""
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 import shutil
 
+import numpy as np
 import pytest
 import torch
 
@@ -106,3 +109,84 @@ def test_open_tar_files_stay_bounded_and_the_batches_do_not_change(shards, monke
     assert all(bool((a["images"] == b["images"]).all()) for a, b in zip(bounded, full))
     assert len({f.name for f in opened}) > 1 and len(opened) > len({f.name for f in opened})  # reopened after closing
     assert sum(not f.closed for f in opened) == len(stream._files) == 1
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 5, 64, 1000, 4097, (1 << 20) + 3])
+def test_the_permutation_is_a_seeded_bijection(n):
+    perm = data.Permutation(3, 0, n)
+    out = perm(np.arange(n))
+    assert sorted(out.tolist()) == list(range(n))
+    assert np.array_equal(data.Permutation(3, 0, n)(np.arange(n)), out)  # fixed by (seed, epoch)
+    assert np.array_equal(perm(np.arange(n)[::-1]), out[::-1])  # any positions, in any order
+    if n >= 64:
+        assert not np.array_equal(data.Permutation(3, 1, n)(np.arange(n)), out)
+        assert not np.array_equal(data.Permutation(4, 0, n)(np.arange(n)), out)
+    with pytest.raises(IndexError):
+        perm(np.array([n]))
+
+
+def test_the_permutation_spreads_every_position_evenly():
+    # where position 0 and position 5 land, over 4,000 seeds: each of 10 places about 400
+    # times (binomial sd 19), and the two never coincide
+    n, seeds = 10, 4000
+    lands = np.array([data.Permutation(s, 0, n)(np.array([0, 5])) for s in range(seeds)])
+    for column in lands.T:
+        counts = np.bincount(column, minlength=n)
+        assert counts.min() > 320 and counts.max() < 480, counts
+    assert (lands[:, 0] != lands[:, 1]).all()
+    # at 1M samples, a run of 256 consecutive positions (one global batch) is spread over the whole range
+    batch = data.Permutation(0, 0, 1 << 20)(np.arange(256))
+    assert np.histogram(batch, bins=8, range=(0, 1 << 20))[0].min() >= 16
+
+
+def test_index_memory_follows_shards_and_locates_every_sample(shards):
+    index = data.Index.load(str(shards))
+    rows = schemas.read_table(shards / "index", schemas.SHARD_INDEX).sort_by(
+        [(C.SHARD, "ascending"), (C.SHARD_POSITION, "ascending")]).to_pylist()
+    assert len(index) == len(rows) and len(index.starts) == len(index.shards) + 1 == len({r[C.SHARD] for r in rows}) + 1
+    assert not any(isinstance(v, (list, np.ndarray)) and len(v) >= len(rows)
+                   for v in vars(index).values())  # nothing per sample is held in memory
+    for i, r in enumerate(rows):
+        assert index.locate(i) == (f"{r[C.SHARD]}.tar", r[C.TAR_OFFSET], r[C.TAR_BYTES])
+    assert data.RankStream(index, data.Plan.make(len(index), 8, 1, 1), 0, 0, 1, 8, 1, 0, 64, (0.9, 1.0),
+                           None).read(0)[0] == rows[0][C.UID]  # the uid is the tar members' key
+
+
+def test_the_records_file_is_built_once_and_rebuilt_when_the_index_changes(shards, tmp_path):
+    copy = tmp_path / "shards"
+    shutil.copytree(shards, copy)
+    cache = tmp_path / "cache"
+    a = data.Index.load(str(copy), str(cache))
+    built = os.stat(a.records).st_mtime_ns
+    assert data.Index.load(str(copy), str(cache)).records == a.records and os.stat(a.records).st_mtime_ns == built
+    first = sorted((copy / "index").glob("*.parquet"))[0]
+    os.utime(first, ns=(built + 10**9, built + 10**9))  # rewritten
+    b = data.Index.load(str(copy), str(cache))
+    assert b.records != a.records and not os.path.exists(a.records) and len(b) == len(a)
+    stem = os.path.basename(b.records).removesuffix(".records")
+    assert sorted(n for n in os.listdir(cache) if not n.endswith(".lock")) == [stem + ".json", stem + ".records"]
+
+
+def _load(args):
+    folder, cache = args
+    return data.Index.load(folder, cache).records
+
+
+def test_ranks_starting_together_build_the_records_file_once(shards, tmp_path):
+    with multiprocessing.get_context("fork").Pool(4) as pool:
+        paths = pool.map(_load, [(str(shards), str(tmp_path))] * 4)
+    assert len(set(paths)) == 1 and not [n for n in os.listdir(tmp_path) if n.endswith(".tmp")]
+
+
+def test_an_index_that_lists_a_shard_twice_or_nothing_is_one_line(shards, tmp_path):
+    copy = tmp_path / "shards"
+    shutil.copytree(shards, copy)
+    first = sorted((copy / "index").glob("*.parquet"))[0]
+    shutil.copy(first, copy / "index" / "copy.parquet")
+    with pytest.raises(schemas.SchemaError, match="listed by two index files"):
+        data.Index.load(str(copy), str(tmp_path / "cache"))
+    assert not [n for n in os.listdir(tmp_path / "cache") if n.endswith((".tmp", ".records", ".json"))]
+    shutil.rmtree(copy / "index")
+    (copy / "index").mkdir()
+    with pytest.raises(schemas.UserError, match="no parquet files"):
+        data.Index.load(str(copy), str(tmp_path / "cache"))

@@ -129,6 +129,14 @@ def test_kill_9_then_resume_sees_the_same_samples_and_ends_with_the_same_weights
     train(shards, part, *common, resume="auto")
     assert all(torch.equal(wf[k], w) for k, w in weights(part).items())
     assert [(x["step"], x["loss"]) for x in metrics(part) if "loss" in x] == losses
+    # a checkpoint made under another sample order is refused, not resumed onto other samples
+    sidecar = part / "checkpoints" / "step00000008" / "openwit.json"
+    state = json.loads(sidecar.read_text())
+    state["data"]["rule"] = "permutation(seed, epoch); global batch s of the epoch"
+    sidecar.write_text(json.dumps(state))
+    proc = train(shards, part, *common, resume="latest", wait=False)
+    output, _ = proc.communicate(timeout=900)
+    assert proc.returncode == 2 and "the sample sequence would differ" in output and "Traceback" not in output
 
 
 @pytest.mark.parametrize("settings", [
