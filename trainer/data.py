@@ -109,7 +109,17 @@ class Index:
             what = "no parquet files in its" if fileio.isdir(path) else "no"
             raise schemas.UserError(f"--data {folder}: {what} {INDEX_DIR}/ folder (not an `openwit shard` output)")
         cache = cache or cache_folder()
-        os.makedirs(cache, exist_ok=True)
+        try:
+            os.makedirs(cache, exist_ok=True)
+            with tempfile.TemporaryFile(dir=cache):
+                pass
+        except OSError as e:
+            raise schemas.UserError(f"cannot write the shard index's records under {cache} ({e.strerror}): "
+                                    "set OPENWIT_WORK to a writable local folder") from None
+        return cls._load(folder, path, files, cache)
+
+    @classmethod
+    def _load(cls, folder: str, path: str, files: list, cache: str) -> "Index":
         where = hashlib.blake2b(str(folder).encode(), digest_size=6).hexdigest()
         what = hashlib.blake2b(json.dumps(files).encode(), digest_size=10).hexdigest()
         base = os.path.join(cache, f"{where}-{what}")

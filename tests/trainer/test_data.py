@@ -190,3 +190,9 @@ def test_an_index_that_lists_a_shard_twice_or_nothing_is_one_line(shards, tmp_pa
     (copy / "index").mkdir()
     with pytest.raises(schemas.UserError, match="no parquet files"):
         data.Index.load(str(copy), str(tmp_path / "cache"))
+
+
+def test_an_unwritable_records_folder_is_one_line(shards, tmp_path):
+    (tmp_path / "file").write_text("")
+    with pytest.raises(schemas.UserError, match="set OPENWIT_WORK"):
+        data.Index.load(str(shards), str(tmp_path / "file" / "cache"))
