@@ -1,9 +1,10 @@
 """`openwit download`: img2dataset over the CURATED url list, with openwit's guards, fully
 accounted.
 
-img2dataset does the fetching, resizing and webdataset writing (its multiprocessing
-distributor here; its pyspark or ray distributor on a cluster). openwit adds, inside its
-workers (``pipeline.download_guard``): the address guard on every connection and redirect
+img2dataset does the fetching, resizing and webdataset writing, with its multiprocessing
+distributor on one machine or its pyspark distributor on a Spark cluster
+(``--distributor pyspark --spark-master spark://HOST:7077``, one task per shard on the
+executors). openwit adds, inside its workers and executors (``pipeline.download_guard``): the address guard on every connection and redirect
 hop, capped redirects and bodies, robots.txt per host, a clear user agent, and a
 header-only pixel cap before any decode. The input is ordered so that consecutive urls
 come from different hosts (round robin over hosts), so no host gets a burst.
@@ -128,7 +129,15 @@ def _parser() -> Parser:
     p.add_argument("--encode-format", default="jpg", choices=("jpg", "png", "webp"))
     p.add_argument("--encode-quality", type=int, default=95)
     p.add_argument("--samples-per-shard", type=int, default=10_000)
-    p.add_argument("--processes", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--processes", type=int, default=None,
+                   help="downloading processes, multiprocessing distributor only (default: one per core)")
+    p.add_argument("--distributor", choices=("multiprocessing", "pyspark"), default="multiprocessing",
+                   help="img2dataset's distributor: processes on this machine, or Spark tasks (default: "
+                        "multiprocessing)")
+    p.add_argument("--spark-master", default=None,
+                   help="pyspark: the cluster's master URL, e.g. spark://host:7077 (default: local[<cores>])")
+    p.add_argument("--spark-conf", action="append", default=[], metavar="KEY=VALUE",
+                   help="pyspark: a Spark setting for the job, e.g. spark.executor.memory=4g (repeatable)")
     p.add_argument("--threads", type=int, default=32, help="fetching threads per process (default: 32)")
     p.add_argument("--timeout", type=float, default=10,
                    help="wall-clock seconds per fetch, redirects and body included; robots.txt gets the same "
@@ -196,6 +205,7 @@ def run(argv: list[str]) -> dict:
     for name in ("timeout", "max_bytes", "max_pixels", "max_decode_mib"):
         if getattr(args, name) <= 0:
             raise schemas.UserError(f"--{name.replace('_', '-')} must be positive")
+    spark = _spark_job(args)
     curated = schemas.read_table(_curated_path(args.input), schemas.CURATED)
     out = args.output
     staging, shards = fileio.join(out, "_staging"), fileio.join(out, "shards")
@@ -219,11 +229,13 @@ def run(argv: list[str]) -> dict:
                save_additional_columns=[C.UID], output_folder=staging, output_format="webdataset",
                image_size=args.image_size, resize_mode=args.resize_mode, encode_format=args.encode_format,
                encode_quality=args.encode_quality, number_sample_per_shard=args.samples_per_shard,
-               processes_count=args.processes, thread_count=args.threads, timeout=args.timeout,
+               processes_count=args.processes or os.cpu_count() or 1, thread_count=args.threads, timeout=args.timeout,
                retries=args.retries, min_image_size=args.min_image_size,
                max_aspect_ratio=args.max_aspect_ratio,  # json writes inf as Infinity and reads it back
                compute_hash=C.SHA256, user_agent_token=netguard.USER_AGENT_TOKEN, enable_wandb=False,
-               incremental_mode="incremental", distributor="multiprocessing")}
+               incremental_mode="incremental", distributor=args.distributor)}
+    if spark:
+        job["spark"] = spark
     start = time.perf_counter()
     status = _run_watched(job, staging, shards, expected_shards, args.hang_grace)
     seconds = time.perf_counter() - start
@@ -233,6 +245,37 @@ def run(argv: list[str]) -> dict:
                   "shards_expected": expected_shards, "shards_done": published, "img2dataset": status})
     fileio.write_json(fileio.join(out, STATS_FILE), stats)
     return stats
+
+
+# The environment an executor needs that a driver has: the object store's configuration
+# (for an output on s3://) and who may skip the proxy. Spark redacts secrets in its UI.
+_EXECUTOR_ENV = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
+                 "AWS_SESSION_TOKEN", "AWS_DEFAULT_REGION", "AWS_REGION", "NO_PROXY", "no_proxy")
+
+
+def _spark_job(args) -> dict | None:
+    """The Spark session's settings for --distributor pyspark (None otherwise); the
+    flags that belong to the other distributor are refused, not ignored."""
+    if args.distributor != "pyspark":
+        if args.spark_master or args.spark_conf:
+            raise schemas.UserError("--spark-master and --spark-conf apply to --distributor pyspark")
+        return None
+    if args.processes is not None:
+        raise schemas.UserError("--processes applies to --distributor multiprocessing; on Spark the executors' "
+                                "cores set the parallelism (--spark-conf spark.executor.cores=N)")
+    try:
+        import pyspark  # noqa: F401
+    except ImportError:
+        raise schemas.UserError("--distributor pyspark needs pyspark: pip install 'openwit[spark]'") from None
+    conf = {"spark.pyspark.python": sys.executable, "spark.ui.showConsoleProgress": "false",
+            "spark.task.maxFailures": "1"}  # a failed shard is img2dataset's to retry, not Spark's
+    conf.update({f"spark.executorEnv.{k}": v for k in _EXECUTOR_ENV if (v := os.environ.get(k))})
+    for entry in args.spark_conf:
+        key, sep, value = entry.partition("=")
+        if not sep or not key.strip():
+            raise schemas.UserError(f"--spark-conf {entry!r}: expected KEY=VALUE")
+        conf[key.strip()] = value
+    return {"master": args.spark_master or f"local[{os.cpu_count() or 1}]", "conf": conf}
 
 
 def _robots_store(out: str) -> str:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import urllib.request
 import warnings
 from typing import Iterator
@@ -202,12 +203,35 @@ def _main(argv: list[str]) -> int:
 
     die_with_parent()
     job = json.loads(argv[0])
-    with guarded_img2dataset(**job["guard"]):
+    with guarded_img2dataset(**job["guard"]), spark_session(job.get("spark"), job["guard"]):
         img2dataset.download(**job["download"])
     return 0
 
 
-if __name__ == "__main__":
-    import sys
+@contextlib.contextmanager
+def spark_session(spark: dict | None, guard: dict) -> Iterator[None]:
+    """For the pyspark distributor: the session img2dataset finds active, on the given
+    master, its executors' Python processes given ``worker_environment`` (they unpickle the
+    GuardedDownloader, which installs the guards there)."""
+    if not spark:
+        yield
+        return
+    from pyspark.sql import SparkSession
 
+    # PySpark takes the executors' Python from this variable when the context starts (the
+    # spark.pyspark.python setting alone is not read for them)
+    os.environ["PYSPARK_PYTHON"] = spark["conf"].get("spark.pyspark.python") or sys.executable
+    builder = SparkSession.builder.master(spark["master"]).appName("openwit download")
+    for key, value in {**{f"spark.executorEnv.{k}": v for k, v in worker_environment(guard).items()},
+                       **spark["conf"]}.items():
+        builder = builder.config(key, value)
+    session = builder.getOrCreate()
+    session.sparkContext.setLogLevel("WARN")
+    try:
+        yield
+    finally:
+        session.stop()
+
+
+if __name__ == "__main__":
     sys.exit(_main(sys.argv[1:]))

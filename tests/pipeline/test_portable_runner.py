@@ -144,16 +144,16 @@ def test_every_beam_job_on_the_portable_runner_writes_what_the_local_runner_writ
                                       "--output", fileio.join(out, "queries"), *flags]),
             "dedupe": dedupe.run(["--input", fileio.join(src, "download"), "--output", fileio.join(out, "dedupe"),
                                   "--eval-images", f"heldout={fileio.join(src, 'eval')}", *flags]),
-            "shard": shard.run(["--keep", fileio.join(out, "dedupe"), "--images", fileio.join(src, "download"),
-                                "--curated", fileio.join(src, "curate"), "--output", fileio.join(out, "shard"),
+            "shards": shard.run(["--keep", fileio.join(out, "dedupe"), "--images", fileio.join(src, "download"),
+                                "--curated", fileio.join(src, "curate"), "--output", fileio.join(out, "shards"),
                                 "--samples-per-shard", "16", *([] if flags is LOCAL else flags)]),
         }
         ledgers[name] = {stage: _ledger(v, out, src) for stage, v in stats.items()}
     assert ledgers["portable"] == ledgers["local"] == ledgers["portable-s3"]
-    for stage in ("extract", "curate", "queries", "dedupe", "shard"):
+    for stage in ("extract", "curate", "queries", "dedupe", "shards"):
         for name in ("portable", "portable-s3"):
             _same((fileio.join(outs["local"], stage), inputs["local"]), (fileio.join(outs[name], stage), inputs[name]))
-    assert ledgers["local"]["extract"]["kept"] > 0 and ledgers["local"]["shard"]["kept"] > 0
+    assert ledgers["local"]["extract"]["kept"] > 0 and ledgers["local"]["shards"]["kept"] > 0
     # the work ran in SDK worker processes that the pool started, one or more per job
     started = portable["pool_log"].read_text().count("Starting worker") - starts_before
     assert started >= 10, started
