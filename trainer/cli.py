@@ -1,4 +1,4 @@
-"""`openwit train`: contrastive pretraining with DeepSpeed on `openwit shard` output.
+"""`openwit train`: contrastive pretraining with DeepSpeed on `openwit shard` output or any webdataset.
 
     openwit train --recipe debug --data SHARDS --output RUN [--set key=value ...]
     openwit train --config run.yaml --resume latest
@@ -33,7 +33,9 @@ def _parser() -> argparse.ArgumentParser:
                 epilog=__doc__.split("\n\n")[1], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--recipe", choices=sorted(RECIPES), default=None, help="named recipe (default: debug)")
     p.add_argument("--config", default=None, help="YAML or JSON file of settings (any TrainConfig field)")
-    p.add_argument("--data", default=None, help="an `openwit shard` output folder")
+    p.add_argument("--data", default=None,
+                   help="an `openwit shard` output folder, or webdataset shards as open_clip names them: "
+                        "'dir/{00000..00099}.tar', several joined by '::', a list file (.txt), 'pipe:CMD', s3:// URLs")
     p.add_argument("--output", default=None, help="run folder: checkpoints, logs, final weights")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override any setting")
     p.add_argument("--resume", default=None, help="'latest', a checkpoint tag (stepNNNNNNNN), or 'auto': the latest complete "
@@ -51,9 +53,10 @@ def parse(argv: list[str]):
         overrides.append(f"output={args.output}")
     cfg = load(args.recipe, args.config, overrides)
     if not cfg.data:
-        raise ConfigError("--data is required (an `openwit shard` output folder)")
-    if not fileio.isdir(cfg.data):
-        raise ConfigError(f"--data {cfg.data}: no such folder")
+        raise ConfigError("--data is required (an `openwit shard` output folder or webdataset shards)")
+    plain = "{" not in cfg.data and "::" not in cfg.data and not cfg.data.startswith("pipe:")
+    if plain and not fileio.exists(cfg.data):
+        raise ConfigError(f"--data {cfg.data}: no such folder or file")
     return cfg, args.resume
 
 

@@ -24,7 +24,9 @@ class ConfigError(ValueError):
 class TrainConfig:
     recipe: str = "debug"
     model: str = "openwit-debug"  # an open_clip model name (ours are registered from trainer/models/)
-    data: str = ""  # an `openwit shard` output folder
+    data: str = ""  # an `openwit shard` output folder, or a webdataset spec (trainer/streams.py)
+    samples_per_epoch: int = 0  # plain webdataset shards: samples in an epoch (open_clip's --train-num-samples)
+    shuffle_buffer: int = 1000  # plain webdataset shards: samples in each stream's shuffle buffer
     output: str = "runs/debug"
     micro_batch: int = 64  # per rank
     accumulation: int = 1
@@ -183,6 +185,8 @@ def validate(cfg: TrainConfig) -> None:
     for name in ("micro_batch", "accumulation", "workers", "checkpoint_every", "keep_checkpoints", "log_every"):
         if getattr(cfg, name) < (0 if name == "workers" else 1):
             raise ConfigError(f"{name}: must be positive, got {getattr(cfg, name)}")
+    if cfg.samples_per_epoch < 0 or cfg.shuffle_buffer < 1:
+        raise ConfigError("samples_per_epoch must be 0 or more and shuffle_buffer at least 1")
     if cfg.lr_schedule not in ("cosine", "const-cooldown"):
         raise ConfigError(f"lr_schedule: expected cosine or const-cooldown, got {cfg.lr_schedule!r}")
     if not 0 < cfg.lr_cooldown <= 1:

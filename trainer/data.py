@@ -102,9 +102,11 @@ class Index:
         self._fd = None
 
     @classmethod
-    def load(cls, folder: str, cache: str | None = None) -> "Index":
+    def load(cls, folder: str, cache: str | None = None, only: set[str] | None = None) -> "Index":
+        """The index of ``folder`` (of its shards named in ``only``, e.g. {"00003"}, if given)."""
         path = fileio.join(folder, INDEX_DIR)
-        files = [f for f in fileio.listing(path) if f[0].endswith(".parquet") and not f[0].startswith(".")]
+        files = [f for f in fileio.listing(path) if f[0].endswith(".parquet") and not f[0].startswith(".")
+                 and (only is None or f[0].removesuffix(".parquet") in only)]
         if not files:
             what = "no parquet files in its" if fileio.isdir(path) else "no"
             raise schemas.UserError(f"--data {folder}: {what} {INDEX_DIR}/ folder (not an `openwit shard` output)")
@@ -204,6 +206,7 @@ class Plan:
     global_batch: int
     steps_per_epoch: int
     total_steps: int
+    rule: str = ""  # how samples are ordered (the checkpoint sidecar's data.rule)
 
     @classmethod
     def make(cls, samples: int, global_batch: int, epochs: float, steps: int) -> "Plan":
@@ -211,7 +214,7 @@ class Plan:
         if per_epoch == 0:
             raise schemas.UserError(f"the data holds {samples:,} samples, fewer than one global batch of "
                                     f"{global_batch:,}: lower micro_batch or accumulation")
-        return cls(samples, global_batch, per_epoch, steps or max(1, math.ceil(epochs * per_epoch)))
+        return cls(samples, global_batch, per_epoch, steps or max(1, math.ceil(epochs * per_epoch)), ORDER_RULE)
 
 
 ORDER_RULE = "feistel6(seed, epoch) over [0, samples); global batch s of the epoch"
@@ -346,31 +349,43 @@ class RankStream(torch.utils.data.IterableDataset):
         return key, image, text
 
     def batch(self, positions: np.ndarray, epoch: int, step: int, micro: int) -> dict:
-        images, texts, valid, uids = [], [], [], []
+        samples = []
         for i in positions.tolist():
-            uid = f"#{i}"  # an unreadable sample is logged by its number
             try:
-                uid, data, text = self.read(i)
-                with Image.open(io.BytesIO(data)) as im:
-                    img = im.convert("RGB")
-                if self.augment:
-                    rng = _draw(self.seed, epoch, uid)
-                    img = random_resized_crop(img, self.image_size, self.crop_scale, rng)
-                    if self.grayscale and rng.random() < self.grayscale:
-                        img = img.convert("L").convert("RGB")
-                else:
-                    img = TF.resize(img, [self.image_size, self.image_size], antialias=True)
-                tensor = TF.normalize(TF.to_tensor(img), MEAN, STD)
-                images.append(tensor)
-                texts.append(text)
-                valid.append(True)
-            except Exception:  # corrupt member, truncated shard, undecodable image: skipped, counted
-                images.append(torch.zeros(3, self.image_size, self.image_size))
-                texts.append("")
-                valid.append(False)
-            uids.append(uid)
-        return {"images": torch.stack(images), "tokens": self.tokenizer(texts),
-                "valid": torch.tensor(valid, dtype=torch.bool), "uids": uids, "step": step, "micro": micro}
+                samples.append(self.read(i))
+            except Exception:  # noqa: BLE001 - corrupt member, truncated shard: marked invalid, counted
+                samples.append((f"#{i}", None, None))  # an unreadable sample is logged by its number
+        return encode(self, samples, epoch, step, micro)
+
+
+def encode(stream, samples: list[tuple[str, bytes | None, str | None]], epoch: int, step: int, micro: int) -> dict:
+    """One micro-batch from (uid, image bytes, caption) samples: decoded, augmented with
+    draws from (seed, epoch, uid), normalised, tokenised; a sample that cannot be read or
+    decoded is a zero image marked invalid (the loss leaves it out)."""
+    images, texts, valid, uids = [], [], [], []
+    for uid, data, text in samples:
+        try:
+            if data is None or text is None:
+                raise ValueError("unreadable sample")
+            with Image.open(io.BytesIO(data)) as im:
+                img = im.convert("RGB")
+            if stream.augment:
+                rng = _draw(stream.seed, epoch, uid)
+                img = random_resized_crop(img, stream.image_size, stream.crop_scale, rng)
+                if stream.grayscale and rng.random() < stream.grayscale:
+                    img = img.convert("L").convert("RGB")
+            else:
+                img = TF.resize(img, [stream.image_size, stream.image_size], antialias=True)
+            images.append(TF.normalize(TF.to_tensor(img), MEAN, STD))
+            texts.append(text)
+            valid.append(True)
+        except Exception:  # noqa: BLE001 - undecodable image: skipped, counted
+            images.append(torch.zeros(3, stream.image_size, stream.image_size))
+            texts.append("")
+            valid.append(False)
+        uids.append(uid)
+    return {"images": torch.stack(images), "tokens": stream.tokenizer(texts),
+            "valid": torch.tensor(valid, dtype=torch.bool), "uids": uids, "step": step, "micro": micro}
 
 
 def loader(stream: RankStream, workers: int) -> torch.utils.data.DataLoader:

@@ -19,7 +19,7 @@ import torch.distributed as dist
 
 import schemas
 from schemas import fileio
-from trainer import checkpoints, data, engine, models
+from trainer import checkpoints, data, engine, models, streams
 from trainer.config import TrainConfig
 from trainer.loss import clip_loss, siglip_loss
 
@@ -74,8 +74,19 @@ def run(cfg: TrainConfig, resume: str | None = None) -> dict:
     run_dir = str(cfg.output)
     out = checkpoints.work_folder(run_dir)  # where files are made; the run folder itself when local
     ckpt_dir = checkpoints.folder(run_dir)
-    index = data.Index.load(cfg.data)
-    plan = data.Plan.make(len(index), cfg.global_batch(world), cfg.epochs, cfg.steps)
+    src = streams.source(cfg.data)
+    if isinstance(src, data.Index):
+        if cfg.samples_per_epoch:
+            raise schemas.UserError(f"samples_per_epoch is for plain webdataset shards; --data {cfg.data} has a "
+                                    f"SHARD_INDEX of {len(src):,} samples, which sets the epoch")
+        plan = data.Plan.make(len(src), cfg.global_batch(world), cfg.epochs, cfg.steps)
+        order_rule = plan.rule
+    else:
+        if not cfg.samples_per_epoch:
+            raise schemas.UserError(f"--data {cfg.data}: no SHARD_INDEX lists these {len(src):,} shards, so set "
+                                    "samples_per_epoch=N (open_clip's --train-num-samples)")
+        plan = data.Plan.make(cfg.samples_per_epoch, cfg.global_batch(world), cfg.epochs, cfg.steps)
+        order_rule = plan.rule = streams.rule(world, max(1, cfg.workers), cfg.shuffle_buffer)
     stop_at = int(cfg.extra.get("stop_at", 0)) or plan.total_steps
 
     model = models.create(cfg.model, cfg.init_temperature, cfg.loss, cfg.seed)
@@ -98,10 +109,10 @@ def run(cfg: TrainConfig, resume: str | None = None) -> dict:
                 f"--resume {tag}: it was trained with global batch {state['global_batch']} and seed "
                 f"{state['data']['seed']}; this run has {plan.global_batch} and {cfg.seed}: the sample "
                 "sequence would differ")
-        if state["data"].get("samples") != plan.samples or state["data"].get("rule") != data.ORDER_RULE:
+        if state["data"].get("samples") != plan.samples or state["data"].get("rule") != order_rule:
             raise schemas.UserError(
                 f"--resume {tag}: it was trained on {state['data'].get('samples')} samples in the order "
-                f"'{state['data'].get('rule')}'; this run has {plan.samples} in the order '{data.ORDER_RULE}': "
+                f"'{state['data'].get('rule')}'; this run has {plan.samples} in the order '{order_rule}': "
                 "the sample sequence would differ")
         if not fileio.is_local(ckpt_dir) and _local_rank() == 0:  # one copy per machine
             shutil.rmtree(os.path.join(checkpoints.folder(out), tag), ignore_errors=True)
@@ -110,9 +121,15 @@ def run(cfg: TrainConfig, resume: str | None = None) -> dict:
         engine.load(eng, checkpoints.folder(out), tag)
         start_step = state["step"]
 
-    stream = data.RankStream(index, plan, cfg.seed, rank, world, cfg.micro_batch, cfg.accumulation, start_step,
-                             models.image_size(cfg.model), cfg.crop_scale, models.tokenizer(cfg.model),
-                             grayscale=cfg.grayscale)
+    if isinstance(src, data.Index):
+        stream = data.RankStream(src, plan, cfg.seed, rank, world, cfg.micro_batch, cfg.accumulation, start_step,
+                                 models.image_size(cfg.model), cfg.crop_scale, models.tokenizer(cfg.model),
+                                 grayscale=cfg.grayscale)
+    else:
+        stream = streams.ShardStream(src, plan, cfg.seed, rank, world, cfg.micro_batch, cfg.accumulation,
+                                     start_step, models.image_size(cfg.model), cfg.crop_scale,
+                                     models.tokenizer(cfg.model), cfg.workers, cfg.shuffle_buffer,
+                                     grayscale=cfg.grayscale)
     batches = iter(data.loader(stream, cfg.workers))
     writer = None
     os.makedirs(out, exist_ok=True)
@@ -252,7 +269,7 @@ def checkpoint(eng, cfg: TrainConfig, work: str, run_dir: str, step: int, plan: 
             "step": step, "samples_seen": step * plan.global_batch, "global_batch": plan.global_batch,
             "world_size": world, "data": {"seed": cfg.seed, "epoch": epoch, "step_in_epoch": in_epoch,
                                           "steps_per_epoch": plan.steps_per_epoch, "samples": plan.samples,
-                                          "rule": data.ORDER_RULE},
+                                          "rule": plan.rule},
             "model": cfg.model, "model_config": models.model_config(cfg.model), "config": cfg.to_dict(),
             "schema_version": schemas.SCHEMA_VERSION, "torch": torch.__version__})
         for _, old in checkpoints.done(ckpt_dir)[:-cfg.keep_checkpoints]:
