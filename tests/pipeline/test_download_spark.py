@@ -21,7 +21,7 @@ import pytest
 import schemas
 from schemas import columns as C
 from pipeline import download
-from tests.pipeline.test_download import EXPECTED, curated  # noqa: F401 - the fixture
+from tests.pipeline.faults import EXPECTED, FAULT_ARGS, curated, fault_run  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.slow
 SPARK_HOME = Path(pyspark.__file__).parent
@@ -93,20 +93,19 @@ def _executor_logs(master: dict) -> list[Path]:
     return [p for w in master["work"] if w.exists() for p in w.rglob("stderr")]
 
 
-def test_download_on_spark_accounts_as_the_multiprocessing_run_with_the_guards_on(web, curated, spark_master,  # noqa: F811
-                                                                                  tmp_path):
+def test_download_on_spark_accounts_as_the_multiprocessing_run_with_the_guards_on(web, curated, fault_run,  # noqa: F811
+                                                                                  spark_master, tmp_path):
     folder, faults = curated
-    common = ["--input", str(folder), "--allow", "127.0.0.0/8", "--threads", "8", "--timeout", "1", "--retries", "1",
-              "--image-size", "64", "--samples-per-shard", "20"]
-    local = download.run([*common, "--processes", "2", "--output", str(tmp_path / "local")])
+    local, local_out, _, _, _ = fault_run  # the same list and settings on the multiprocessing distributor
     before = web.stats()
     logs_before = len(_executor_logs(spark_master))
-    spark = download.run([*common, *_spark(spark_master), "--output", str(tmp_path / "spark")])
+    spark = download.run(["--input", str(folder), *FAULT_ARGS, *_spark(spark_master), "--output",
+                          str(tmp_path / "spark")])
     after = web.stats()
     assert spark["ledger_ok"] and spark["missing_from_img2dataset"] == 0
     assert spark["shards_done"] == spark["shards_expected"] == local["shards_expected"]
     assert (spark["in"], spark["kept"], spark["rejected"]) == (local["in"], local["kept"], local["rejected"])
-    assert _records(tmp_path / "spark") == _records(tmp_path / "local")
+    assert _records(tmp_path / "spark") == _records(local_out)
     rejects = schemas.read_table(tmp_path / "spark" / "rejects", schemas.REJECT)
     assert rejects.num_rows == sum(spark["rejected"].values())
     for uid, _, reason, _ in _records(tmp_path / "spark"):  # every fault ends as its reason

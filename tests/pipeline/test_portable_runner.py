@@ -108,17 +108,16 @@ def _ledger(stats: dict, *places: str) -> dict:
 
 def test_every_beam_job_on_the_portable_runner_writes_what_the_local_runner_writes(s3, portable, small_crawl,
                                                                                    tmp_path):
-    """Three runs of the same five jobs: the local FnApiRunner; the portable runner on local
-    paths; the portable runner with every input and output on the S3 server, so the workers
-    share no disk with the launcher (they reach the store through the AWS variables of
-    their own environment)."""
+    """The same five jobs on the local FnApiRunner, and on the portable runner with every
+    input and output on the S3 server, so the workers share no disk with the launcher
+    (they reach the store through the AWS variables of their own environment)."""
     folder, _ = small_crawl
     built = tmp_path / "built"
     downloaded.build(built, pictures=80)
     titles = tmp_path / "views.tsv"
     titles.write_text(TITLES)
     corpus = _corpus(tmp_path)
-    inputs = {"local": str(tmp_path / "in"), "portable": str(tmp_path / "in"), "portable-s3": f"{s3}/portable/in"}
+    inputs = {"local": str(tmp_path / "in"), "portable-s3": f"{s3}/portable/in"}
     fileio.put_tree(str(folder / crawl.WAT_DIR), fileio.join(inputs["local"], "wat"))
     for sub in ("download", "curate", "eval"):
         fileio.put_tree(str(built / sub), fileio.join(inputs["local"], sub))
@@ -128,10 +127,9 @@ def test_every_beam_job_on_the_portable_runner_writes_what_the_local_runner_writ
     fileio.write_text(fileio.join(inputs["local"], "views.tsv"), TITLES)
     fileio.write_bytes(fileio.join(inputs["local"], "corpus.txt"), corpus.read_bytes())
     starts_before = portable["pool_log"].read_text().count("Starting worker")
-    outs = {"local": str(tmp_path / "local"), "portable": str(tmp_path / "portable"),
-            "portable-s3": f"{s3}/portable/out"}
+    outs = {"local": str(tmp_path / "local"), "portable-s3": f"{s3}/portable/out"}
     ledgers = {}
-    for name, flags in (("local", LOCAL), ("portable", portable["flags"]), ("portable-s3", portable["flags"])):
+    for name, flags in (("local", LOCAL), ("portable-s3", portable["flags"])):
         src, out = inputs[name], outs[name]
         stats = {
             "extract": extract.run(["--input", fileio.join(src, "wat", "*.wat.gz"),
@@ -149,11 +147,11 @@ def test_every_beam_job_on_the_portable_runner_writes_what_the_local_runner_writ
                                 "--samples-per-shard", "16", *([] if flags is LOCAL else flags)]),
         }
         ledgers[name] = {stage: _ledger(v, out, src) for stage, v in stats.items()}
-    assert ledgers["portable"] == ledgers["local"] == ledgers["portable-s3"]
+    assert ledgers["local"] == ledgers["portable-s3"]
     for stage in ("extract", "curate", "queries", "dedupe", "shards"):
-        for name in ("portable", "portable-s3"):
-            _same((fileio.join(outs["local"], stage), inputs["local"]), (fileio.join(outs[name], stage), inputs[name]))
+        _same((fileio.join(outs["local"], stage), inputs["local"]),
+              (fileio.join(outs["portable-s3"], stage), inputs["portable-s3"]))
     assert ledgers["local"]["extract"]["kept"] > 0 and ledgers["local"]["shards"]["kept"] > 0
     # the work ran in SDK worker processes that the pool started, one or more per job
     started = portable["pool_log"].read_text().count("Starting worker") - starts_before
-    assert started >= 10, started
+    assert started >= 5, started
