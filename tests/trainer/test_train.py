@@ -4,6 +4,7 @@ the temperature clamp on the fp32 masters."""
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import signal
@@ -61,7 +62,12 @@ def rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).norm() / max(float(b.norm()), 1e-12))
 
 
+def _shm_buffers() -> set[str]:
+    return set(glob.glob("/dev/shm/deepspeed_allreduce_buffer_*"))
+
+
 def test_two_ranks_equal_one_rank_with_the_whole_batch(shards, tmp_path):
+    shm_before = _shm_buffers()
     common = ["steps=3", "precision=fp32", "zero_stage=0"]
     train(shards, tmp_path / "one", *common, "micro_batch=16")
     train(shards, tmp_path / "two", *common, "micro_batch=8", nproc=2)
@@ -89,6 +95,7 @@ def test_two_ranks_equal_one_rank_with_the_whole_batch(shards, tmp_path):
     assert worst[0] <= 1e-5, worst
     total = sum(float((wb[k] - wa[k]).norm() ** 2) for k in wa) ** 0.5 / sum(float(wa[k].norm() ** 2) for k in wa) ** 0.5
     assert total <= 1e-6, total
+    assert _shm_buffers() <= shm_before  # DeepSpeed's CPU allreduce buffers are not left in RAM
 
 
 def test_kill_9_then_resume_sees_the_same_samples_and_ends_with_the_same_weights(shards, tmp_path):
