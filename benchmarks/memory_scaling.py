@@ -8,7 +8,8 @@ extract` and `openwit curate` (the shipped query list, the local FnApiRunner wit
 ``--workers`` worker processes) as fresh processes. A sampler reads the RSS of the
 launcher and of every process under it every 0.2 s; the figures are the peaks. The last
 size's peaks are printed as ratios against the first's (the goal: at most 1.2x at 10x the
-candidates).
+candidates). A stage that fails (killed for memory: exit -9) is reported with the peaks it
+reached.
 """
 
 from __future__ import annotations
@@ -52,9 +53,9 @@ def measured(cmd: list[str]) -> dict:
     out, err = proc.communicate()
     stop.set()
     sampler.join()
-    if proc.returncode != 0:
-        raise SystemExit(f"{' '.join(cmd[:4])}: exit {proc.returncode}\n{err[-3000:]}")
-    return {"seconds": round(time.perf_counter() - t0, 1), "launcher_mib": round(peaks.get("launcher", 0) / 2**20),
+    failed = {"exit": proc.returncode, "error": err.strip().splitlines()[-1][:300] if err.strip() else ""} \
+        if proc.returncode != 0 else {}
+    return {**failed, "seconds": round(time.perf_counter() - t0, 1), "launcher_mib": round(peaks.get("launcher", 0) / 2**20),
             "worker_mib": round(peaks.get("worker", 0) / 2**20), "processes": len(peaks.get("workers_seen", ())),
             "summary": out.strip().splitlines()[0] if out.strip() else ""}
 
@@ -78,13 +79,16 @@ def main() -> None:
         work = args.dir / f"work-{pages}"
         ex = measured([*openwit, "extract", "--input", str(crawl / "wat.paths"), "--output", str(work / "extract"),
                        *beam])
+        print(json.dumps({"pages": pages, "extract": ex}), flush=True)
+        if "exit" in ex:
+            continue
         stats = json.loads((work / "extract" / "extract_stats.json").read_text())
         cu = measured([*openwit, "curate", "--input", str(work / "extract"), "--output", str(work / "curate"),
                        *beam])
         row = {"pages": pages, "candidates": stats["kept"], "extract": ex, "curate": cu}
         results.append(row)
         print(json.dumps(row), flush=True)
-    if len(results) >= 2:
+    if len(results) >= 2 and not any("exit" in r["curate"] for r in results):
         a, b = results[0], results[-1]
         print(f"[ratio] {b['candidates']:,} / {a['candidates']:,} candidates = x{b['candidates'] / a['candidates']:.1f}")
         for stage in ("extract", "curate"):
