@@ -4,10 +4,8 @@ and an S3-compatible server on loopback."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -15,6 +13,7 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 from pipeline.synth import crawl  # noqa: E402
 from pipeline.synth.server import SyntheticWeb, free_hosts  # noqa: E402
+from tests.servers import free_port, wait_for_port  # noqa: E402
 
 SMALL_PAGES = 240
 SLOW_SECONDS = 2.0
@@ -49,30 +48,15 @@ def web(small_crawl):
         yield w
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def s3():
     """A bucket (its s3:// URL) on a moto S3 server process on loopback, moto's standalone
     server: a real HTTP S3 endpoint. The standard AWS variables point every client at it,
     in this process and in every process it starts."""
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            if time.monotonic() > deadline or server.poll() is not None:
-                server.kill()
-                raise RuntimeError("the S3 server did not start")
-            time.sleep(0.2)
+    wait_for_port(port, server, "the S3 server", timeout=60)
     env = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "openwit",
            "AWS_SECRET_ACCESS_KEY": "openwit-secret", "AWS_DEFAULT_REGION": "us-east-1",
            # a proxy in the environment must not carry loopback requests away

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,16 +20,11 @@ import pytest
 import schemas
 from schemas import columns as C
 from pipeline import download
+from tests.servers import free_port
 from tests.pipeline.faults import EXPECTED, FAULT_ARGS, curated, fault_run  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.slow
 SPARK_HOME = Path(pyspark.__file__).parent
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _wait_for(log: Path, text: str, proc: subprocess.Popen, what: str, timeout: float = 120) -> None:
@@ -50,13 +44,13 @@ def spark_master(tmp_path_factory):
     env = {**os.environ, "SPARK_HOME": str(SPARK_HOME), "SPARK_LOCAL_IP": "127.0.0.1",
            "SPARK_LOG_DIR": str(root / "logs"), "PYSPARK_PYTHON": sys.executable}
     spark_class = str(SPARK_HOME / "bin" / "spark-class")
-    port = _port()
+    port = free_port()
     url = f"spark://127.0.0.1:{port}"
     procs = []
     try:
         log = root / "master.log"
         procs.append(subprocess.Popen([spark_class, "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1",
-                                       "--port", str(port), "--webui-port", str(_port())],
+                                       "--port", str(port), "--webui-port", str(free_port())],
                                       stdout=open(log, "wb"), stderr=subprocess.STDOUT, env=env,  # noqa: SIM115
                                       start_new_session=True))
         _wait_for(log, "I have been elected leader", procs[0], "the Spark master")
@@ -64,7 +58,7 @@ def spark_master(tmp_path_factory):
             log = root / f"worker{i}.log"
             procs.append(subprocess.Popen([spark_class, "org.apache.spark.deploy.worker.Worker", url, "--host",
                                            "127.0.0.1", "--cores", "1", "--memory", "1g", "--webui-port",
-                                           str(_port()), "--work-dir", str(root / f"work{i}")],
+                                           str(free_port()), "--work-dir", str(root / f"work{i}")],
                                           stdout=open(log, "wb"), stderr=subprocess.STDOUT, env=env,  # noqa: SIM115
                                           start_new_session=True))
             _wait_for(log, "Successfully registered with master", procs[-1], f"Spark worker {i}")

@@ -14,10 +14,8 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -26,6 +24,7 @@ from pipeline import curate, dedupe, extract, queries, shard
 from pipeline.synth import crawl
 from schemas import fileio
 from tests.pipeline import downloaded
+from tests.servers import free_port, wait_for_port
 from tests.pipeline.test_queries import TITLES, WORDNET, _corpus
 
 pytestmark = pytest.mark.slow
@@ -33,31 +32,12 @@ LOCAL = ["--direct_num_workers=2"]
 TIMING_KEYS = ("seconds", "elapsed", "started", "finished", "runner", "command")  # not-a-column: ledger keys
 
 
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait(port: int, proc: subprocess.Popen, what: str) -> None:
-    deadline = time.monotonic() + 90
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                raise RuntimeError(f"{what} did not start")
-            time.sleep(0.2)
-
-
 @pytest.fixture(scope="module")
 def portable(tmp_path_factory):
     """The flags that send a job to a Beam job service with an external worker pool."""
     logs = tmp_path_factory.mktemp("beam-services")
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    job_port, pool_port = _port(), _port()
+    job_port, pool_port = free_port(), free_port()
     procs = []
     try:
         for module, args, port in (
@@ -66,7 +46,7 @@ def portable(tmp_path_factory):
             log = open(logs / f"{module.rsplit('.', 1)[1]}.log", "wb")  # noqa: SIM115 - closed with the process
             procs.append((subprocess.Popen([sys.executable, "-m", module, *args], stdout=log,
                                            stderr=subprocess.STDOUT, env=env, cwd=logs), log))
-            _wait(port, procs[-1][0], module)
+            wait_for_port(port, procs[-1][0], module)
         yield {"flags": ["--runner=PortableRunner", f"--job_endpoint=localhost:{job_port}",
                          "--environment_type=EXTERNAL", f"--environment_config=localhost:{pool_port}"],
                "pool_log": logs / "worker_pool_main.log", "pids": [p.pid for p, _ in procs]}
