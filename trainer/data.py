@@ -275,6 +275,14 @@ def micro_batch_positions(plan: Plan, seed: int, step: int, micro: int, rank: in
     return cache["perm"](np.arange(start, start + micro_batch))
 
 
+def member_key(path: str) -> tuple[str, str]:
+    """(sample key, lower-case extension) of a tar member, as webdataset splits them: the
+    key is the path up to the first dot of the file name."""
+    folder, _, name = path.rpartition("/")
+    stem, _, ext = name.partition(".")
+    return (f"{folder}/{stem}" if folder else stem), ext.lower()
+
+
 def _draw(seed: int, epoch: int, uid: str) -> random.Random:
     return random.Random(schemas.ids.hash64(schemas.ids.AUGMENT, seed, epoch, uid))
 
@@ -337,9 +345,8 @@ class RankStream(torch.utils.data.IterableDataset):
         key = image = text = None
         with tarfile.open(fileobj=io.BytesIO(blob + b"\0" * 1024), mode="r:") as t:
             for member in t:
-                name, _, ext = member.name.rpartition("/")[2].partition(".")
+                name, ext = member_key(member.name)
                 key = key or name
-                ext = ext.lower()
                 if ext in IMAGE_EXTS and image is None:
                     image = t.extractfile(member).read()
                 elif ext == "txt":

@@ -139,14 +139,11 @@ def samples(url: str) -> Iterator[tuple[str, bytes | None, str | None]]:
             for member in tar:
                 if not member.isfile():
                     continue
-                folder, _, name = member.name.rpartition("/")
-                stem, _, ext = name.partition(".")
-                k = f"{folder}/{stem}" if folder else stem
+                k, ext = data.member_key(member.name)
                 if k != key:
                     if key is not None:
                         yield key, image, text
                     key, image, text = k, None, None
-                ext = ext.lower()
                 if ext in data.IMAGE_EXTS and image is None:
                     image = tar.extractfile(member).read()
                 elif ext == "txt":

@@ -8,7 +8,6 @@ import glob
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,17 +15,13 @@ import time
 import pytest
 import torch
 
+from tests.servers import free_port
+
 pytestmark = pytest.mark.slow
 
 # the ViT tower: no batch statistics, so rank counts and micro-batches can be compared exactly
 BASE = ["--recipe", "debug", "--set", "model=openwit-debug", "--set", "workers=1", "--set", "log_every=1",
         "--set", "warmup_steps=2", "--set", "lr=1e-3"]
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def train(shards, out, *settings, nproc=1, resume=None, wait=True):
@@ -39,8 +34,8 @@ def train(shards, out, *settings, nproc=1, resume=None, wait=True):
         cmd = [sys.executable, "-m", "trainer.main", *args]
     else:
         cmd = [sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", str(nproc), "--master_port",
-               str(_port()), "--module", "trainer.main", *args]
-    env = {**os.environ, "MASTER_PORT": str(_port())}
+               str(free_port()), "--module", "trainer.main", *args]
+    env = {**os.environ, "MASTER_PORT": str(free_port())}
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
                             start_new_session=True)
     if not wait:
@@ -207,7 +202,7 @@ def test_two_nodes_on_loopback_with_the_deepspeed_launcher(shards, tmp_path):
     hostfile = tmp_path / "hostfile"
     hostfile.write_text("localhost slots=1\n127.0.0.1 slots=1\n")
     out = tmp_path / "run"
-    port = str(_port())
+    port = str(free_port())
     args = [*BASE, "--data", str(shards), "--output", str(out), "--set", "steps=3", "--set", "micro_batch=8",
             "--set", "checkpoint_every=3", "--set", "zero_stage=1", "--set", "precision=bf16"]
     procs = [subprocess.Popen([sys.executable, "-m", "deepspeed.launcher.runner", "--hostfile", str(hostfile),
