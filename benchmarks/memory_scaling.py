@@ -1,7 +1,7 @@
 """Peak memory of extract and curate as the crawl grows: launcher and each worker, at two
 sizes, measured in the same run.
 
-    python -m benchmarks.memory_scaling --dir /tmp/mem [--pages 100000 1000000] [--workers 2]
+    python -m benchmarks.memory_scaling --dir /tmp/mem [--pages 100000 1000000] [--workers 2] [--reuse-extract]
 
 For each size: `openwit synth --pages N` (reused when its folder exists), then `openwit
 extract` and `openwit curate` (the shipped query list, the local FnApiRunner with
@@ -65,6 +65,8 @@ def main() -> None:
     ap.add_argument("--dir", type=Path, required=True)
     ap.add_argument("--pages", type=int, nargs="+", default=[100_000, 1_000_000])
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--reuse-extract", action="store_true",
+                    help="measure curate only, on an extract output an earlier run left in --dir")
     args = ap.parse_args()
     openwit = [sys.executable, "-m", "pipeline.cli"]
     beam = [f"--direct_num_workers={args.workers}"]
@@ -77,11 +79,14 @@ def main() -> None:
                            stdout=subprocess.DEVNULL)
             print(f"[synth] {pages:,} pages in {time.perf_counter() - t0:.0f} s", flush=True)
         work = args.dir / f"work-{pages}"
-        ex = measured([*openwit, "extract", "--input", str(crawl / "wat.paths"), "--output", str(work / "extract"),
-                       *beam])
-        print(json.dumps({"pages": pages, "extract": ex}), flush=True)
-        if "exit" in ex:
-            continue
+        if args.reuse_extract and (work / "extract" / "extract_stats.json").exists():
+            ex = {"reused": True, "launcher_mib": 0, "worker_mib": 0, "seconds": 0}
+        else:
+            ex = measured([*openwit, "extract", "--input", str(crawl / "wat.paths"),
+                           "--output", str(work / "extract"), *beam])
+            print(json.dumps({"pages": pages, "extract": ex}), flush=True)
+            if "exit" in ex:
+                continue
         stats = json.loads((work / "extract" / "extract_stats.json").read_text())
         cu = measured([*openwit, "curate", "--input", str(work / "extract"), "--output", str(work / "curate"),
                        *beam])

@@ -24,6 +24,12 @@ Steps, cheapest and most selective first, and what their order means for the cou
 Outputs under --output: curated/part-*.parquet (sorted by uid; img2dataset reads it with
 --url_col url --caption_col text), query_counts/, rejects/, curate_stats.json (the ledger:
 for every step, in = kept + sum(rejected)).
+
+Memory: the steps hand each other rows through exchange files under --output/_scratch/
+(removed at the end), never through the runner, and every unit of work is bounded by
+--rows-per-file candidates: one unit of candidate files for steps 1-2, one shard for step
+3, a stream for steps 5-6. The launcher's and each worker's memory stay flat as the crawl
+grows (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -35,6 +41,9 @@ from collections import Counter
 from typing import Iterable, Iterator
 
 import apache_beam as beam
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from apache_beam.metrics import Metrics
 from apache_beam.utils.shared import Shared
@@ -50,11 +59,23 @@ SUMMARY = "match, balance, deduplicate and language-tag candidates into the url 
 STAGE = schemas.run.CURATE
 STEPS = ("clean", "match", "dedupe", "balance", "language")
 STATS_FILE = schemas.run.stage(STAGE).ledger
-REJECTS = "rejects"
-KEPT_QUERIES = "kept_queries"
+REJECTS, CURATED, QUERY_COUNTS_FOLDER = "rejects", "curated", "query_counts"
+SCRATCH = schemas.run.SCRATCH_FOLDER  # the exchange between steps; removed when the job ends
+EXCHANGE = schemas.CURATED  # exchanged rows have the CURATED columns (language still empty)
+BATCH_ROWS = 50_000
+MATCH_COUNTS, WRITTEN = "match_counts", "written"  # tagged outputs
 # Output shards at the least: enough parallel work for a local run, and fixed, so the
 # partitioning (and download's order after it) is the same whichever machine launches.
 MIN_SHARDS = 16
+# Candidates per shard and per unit of work, by default: about 100 shards, each of 100,000
+# to 1,000,000 candidates. A worker holds one unit's or one shard's kept rows (columnar), so
+# its memory is bounded by this whatever the crawl's size; the exchange between the steps
+# holds (units x shards) references: 10,000 at 10M candidates, 6.3M at 2.5B.
+ROWS_PER_FILE = (100_000, 1_000_000)
+
+
+def rows_per_file(candidates: int) -> int:
+    return min(ROWS_PER_FILE[1], max(ROWS_PER_FILE[0], math.ceil(candidates / 100)))
 
 
 def _counter(step: str, outcome: str) -> Metrics.DelegatingCounter:
@@ -67,10 +88,56 @@ def reject_row(row: dict, reason: str, detail: str | None = None, duplicate_of: 
 
 
 # -- DoFns -----------------------------------------------------------------------------------
+#
+# Rows never travel through the runner. Each step writes the rows it passes on to an
+# exchange file in the output's scratch folder (Arrow IPC: one record batch per shard and
+# flush, read back by batch number, local or on object storage) and hands the runner only
+# references: (shard, (file, batch numbers)), per-shard query counts, and names. Neither
+# the launcher (the local runner keeps every shuffled element in its own memory) nor a
+# worker holds more than one unit of candidates or one shard's rows, however large the
+# crawl: both are bounded by --rows-per-file.
 
-def read_candidates(path: str) -> list[dict]:
-    with fileio.open_read(path) as fh:
-        return pq.ParquetFile(fh).read().to_pylist()
+def exchange_path(scratch: str, step: str, name: str) -> str:
+    return fileio.join(scratch, step, f"{name}.arrow")
+
+
+class ExchangeWriter:
+    """CURATED-shaped rows to one Arrow IPC file, published atomically on close."""
+
+    def __init__(self, dest: str):
+        self.dest, self.batches = dest, 0
+        self._ctx = fileio.atomic_local(dest)
+        self._writer = pa.ipc.new_file(self._ctx.__enter__(), EXCHANGE)
+
+    def write(self, table: pa.Table, batch_rows: int | None = None) -> list[int]:
+        """Write rows (as one batch, or batches of ``batch_rows``); return the batches' numbers."""
+        numbers = []
+        for batch in table.combine_chunks().to_batches(max_chunksize=batch_rows):
+            self._writer.write_batch(batch)
+            numbers.append(self.batches)
+            self.batches += 1
+        return numbers
+
+    def close(self) -> None:
+        self._writer.close()
+        self._ctx.__exit__(None, None, None)
+
+
+def read_exchange(refs: Iterable[tuple[str, list[int]]]) -> pa.Table:
+    """The rows of the given batches, in the order given."""
+    batches = []
+    for path, numbers in refs:
+        with fileio.open_ranged(path) as fh:
+            reader = pa.ipc.open_file(fh)
+            batches += [reader.get_batch(i) for i in numbers]
+    return pa.Table.from_batches(batches, schema=EXCHANGE)
+
+
+def iter_exchange(path: str) -> Iterator[pa.RecordBatch]:
+    with fileio.open_ranged(path) as fh:
+        reader = pa.ipc.open_file(fh)
+        for i in range(reader.num_record_batches):
+            yield reader.get_batch(i)
 
 
 class _MatcherHolder:
@@ -81,17 +148,18 @@ class _MatcherHolder:
 
 
 class CleanAndMatchFn(beam.DoFn):
-    """Steps 1 and 2 on a batch (one candidate file): repair, filter, match.
+    """Steps 1 and 2 on one unit (consecutive candidate files): repair, filter, match.
 
-    Emits the batch's rejects as one element, and its kept rows bucketed by output shard
-    (a hash of the new uid), one element per shard: few, large elements keep Beam's
-    per-element cost off the per-row path.
+    Writes each file's rejects (rejects/clean-<file>.parquet) and the unit's kept rows to
+    one exchange file, bucketed by output shard (a hash of the uid, or of the url with url
+    dedupe, so that every copy meets in one shard), flushed every BATCH_ROWS kept rows.
+    Emits (shard, (exchange file, batch numbers)) for every shard that got rows.
     """
 
     def __init__(self, queries: str, lowercase: bool, rules: textclean.TextRules, shards: int, by_url: bool,
-                 shared: Shared):
+                 shared: Shared, output: str):
         self.queries, self.lowercase, self.rules, self.shards, self.shared = queries, lowercase, rules, shards, shared
-        self.by_url = by_url
+        self.by_url, self.output = by_url, output
 
     def setup(self) -> None:
         def build() -> _MatcherHolder:
@@ -101,35 +169,49 @@ class CleanAndMatchFn(beam.DoFn):
 
         self.matcher = self.shared.acquire(build, tag=f"{self.queries}:{self.lowercase}").matcher
 
-    def process(self, batch: tuple[str, list[dict]]) -> Iterator:
-        name, rows = batch
-        outcomes: Counter = Counter()
-        rejects = []
+    def process(self, unit: tuple[int, list[tuple[str, str]]]) -> Iterator:
+        index, files = unit
+        tables: dict[int, list[pa.Table]] = {}  # the unit's kept rows, columnar, per shard
         buckets: dict[int, list[dict]] = {}
-        matched_count = 0
-        for row in rows:
-            text = textclean.normalize(row[C.TEXT])
-            reason = textclean.verdict(text, row[C.URL], self.rules)
-            if reason:
-                outcomes["clean", reason] += 1
-                rejects.append(reject_row(row, reason))
-                continue
-            matched = self.matcher.match_entries(text)
-            if not matched:
-                outcomes["match", "no_query_match"] += 1
-                rejects.append(reject_row(row, "no_query_match"))
-                continue
-            matched_count += 1
-            uid = row[C.UID]  # fixed by extract from (url, repaired text); never recomputed
-            # Every copy of a uid (and, with url dedupe, of a url) must meet in one shard.
-            key = row[C.URL] if self.by_url else uid
-            buckets.setdefault(outputs.shard_of(key, self.shards), []).append(
-                {**row, C.UID: uid, C.TEXT: text, C.MATCHED_QUERIES: matched})
-        outcomes["match", "kept"] = matched_count
-        outcomes["clean", "kept"] = matched_count + outcomes["match", "no_query_match"]
-        _count(outcomes)
-        yield beam.pvalue.TaggedOutput(REJECTS, (f"clean-{name}", rejects))
-        yield from buckets.items()
+        pending = 0
+
+        def flush() -> None:
+            for shard, rows in buckets.items():
+                tables.setdefault(shard, []).append(pa.Table.from_pylist(rows, schema=EXCHANGE))
+            buckets.clear()
+
+        for path, name in files:
+            outcomes: Counter = Counter()
+            rejects = outputs.TableWriter(fileio.join(self.output, REJECTS, f"clean-{name}.parquet"), schemas.REJECT)
+            with fileio.open_read(path) as fh:
+                for batch in pq.ParquetFile(fh).iter_batches(batch_size=BATCH_ROWS):
+                    for row in batch.to_pylist():
+                        text = textclean.normalize(row[C.TEXT])
+                        reason = textclean.verdict(text, row[C.URL], self.rules)
+                        if not reason and not (matched := self.matcher.match_entries(text)):
+                            reason = "no_query_match"
+                        if reason:
+                            outcomes["clean" if reason != "no_query_match" else "match", reason] += 1
+                            rejects.add(reject_row(row, reason))
+                            continue
+                        outcomes["match", "kept"] += 1
+                        key = row[C.URL] if self.by_url else row[C.UID]  # the uid extract fixed
+                        buckets.setdefault(outputs.shard_of(key, self.shards), []).append(
+                            {**row, C.TEXT: text, C.MATCHED_QUERIES: matched})
+                        pending += 1
+                        if pending >= BATCH_ROWS:
+                            flush()
+                            pending = 0
+            rejects.close()
+            outcomes["clean", "kept"] = outcomes["match", "kept"] + outcomes["match", "no_query_match"]
+            _count(outcomes)
+            yield beam.pvalue.TaggedOutput(WRITTEN, f"clean-{name}")
+        flush()
+        writer = ExchangeWriter(exchange_path(fileio.join(self.output, SCRATCH), "matched", f"{index:05d}"))
+        refs = {shard: writer.write(pa.concat_tables(tables.pop(shard))) for shard in sorted(tables)}
+        writer.close()
+        for shard, numbers in refs.items():
+            yield shard, (writer.dest, numbers)
 
 
 def _count(outcomes: Counter) -> None:
@@ -137,135 +219,172 @@ def _count(outcomes: Counter) -> None:
         _counter(step, outcome).inc(n)
 
 
-def _provenance(row: dict) -> tuple:
-    return (row[C.SOURCE_FILE], row[C.SOURCE_OFFSET], row[C.PAGE_URL] or "", row[C.UID])
+def keep_first(table: pa.Table, key: str, *tiebreak: pa.ChunkedArray) -> tuple[pa.Table, np.ndarray, np.ndarray]:
+    """One row per ``key`` value: the smallest by (key, *tiebreak). Returns the kept rows in
+    key order, and the indices of the others with the index of the row kept in their place."""
+    if not len(table):
+        return table, np.empty(0, np.int64), np.empty(0, np.int64)
+    sort = pa.table({f"c{i}": c for i, c in enumerate((table[key], *tiebreak))})
+    order = pc.sort_indices(sort, sort_keys=[(name, "ascending") for name in sort.column_names]).to_numpy()
+    keys = table[key].take(order)
+    first = np.ones(len(order), dtype=bool)
+    first[1:] = pc.not_equal(keys.slice(1), keys.slice(0, len(order) - 1)).to_numpy(zero_copy_only=False)
+    run_start = np.maximum.accumulate(np.where(first, np.arange(len(order)), 0))
+    return table.take(order[first]), order[~first], order[run_start[~first]]
 
 
-def keep_one(rows: list[dict], key: str, order, reason: str) -> tuple[list[dict], list[dict]]:
-    """(one row per ``key`` value, the smallest by ``order``; the others as rejects)."""
-    rows = sorted(rows, key=lambda r: (r[key], order(r)))
-    kept, rejects = [], []
-    for row in rows:
-        if kept and kept[-1][key] == row[key]:
-            rep = kept[-1]
-            rejects.append(reject_row(row, reason, f"kept {rep[C.SOURCE_FILE]}@{rep[C.SOURCE_OFFSET]}", rep[C.UID]))
-        else:
-            kept.append(row)
+def duplicate_rejects(table: pa.Table, dups: np.ndarray, reps: np.ndarray, reason: str) -> list[dict]:
+    cols = [C.UID, C.URL, C.SOURCE_FILE, C.SOURCE_OFFSET]
+    dup_rows = table.select(cols).take(dups).to_pylist()
+    rep_rows = table.select(cols).take(reps).to_pylist()
+    return [{C.STAGE: STAGE, C.REASON: reason, C.DETAIL: f"kept {rep[C.SOURCE_FILE]}@{rep[C.SOURCE_OFFSET]}",
+             C.UID: row[C.UID], C.URL: row[C.URL], C.DUPLICATE_OF: rep[C.UID], C.SOURCE_FILE: row[C.SOURCE_FILE],
+             C.SOURCE_OFFSET: row[C.SOURCE_OFFSET]} for row, rep in zip(dup_rows, rep_rows)]
+
+
+def dedupe_table(table: pa.Table, dedupe_url: bool) -> tuple[pa.Table, list[dict]]:
+    """Step 3 on one shard: per uid the copy with the smallest (source_file, source_offset,
+    page_url, uid) is kept; with url dedupe then per url the smallest uid. Kept rows come
+    back sorted by uid."""
+    page = pc.fill_null(table[C.PAGE_URL], "")
+    kept, dups, reps = keep_first(table, C.UID, table[C.SOURCE_FILE], table[C.SOURCE_OFFSET], page)
+    rejects = duplicate_rejects(table, dups, reps, "duplicate_uid")
+    if dedupe_url:
+        by_url, dups, reps = keep_first(kept, C.URL, kept[C.UID])
+        rejects += duplicate_rejects(kept, dups, reps, "duplicate_url")
+        kept = by_url.take(pc.sort_indices(by_url[C.UID]))
     return kept, rejects
 
 
 class DedupeShardFn(beam.DoFn):
-    """Step 3 on one shard: every copy of a uid lands in the same shard (and url, if asked)."""
+    """Step 3 on one shard, read from the exchange; its kept rows go to the next exchange
+    file. Emits (shard, that file) and, tagged, the shard's query counts and rejects' name."""
 
-    def __init__(self, dedupe_url: bool):
-        self.dedupe_url = dedupe_url
+    def __init__(self, dedupe_url: bool, output: str):
+        self.dedupe_url, self.output = dedupe_url, output
 
-    def process(self, group: tuple[int, Iterable[list[dict]]]) -> Iterator:
-        shard, batches = group
-        rows = [r for batch in batches for r in batch]
-        kept, rejects = keep_one(rows, C.UID, _provenance, "duplicate_uid")
-        if self.dedupe_url:
-            kept, more = keep_one(kept, C.URL, lambda r: r[C.UID], "duplicate_url")
-            rejects += more
-        kept.sort(key=lambda r: r[C.UID])
+    def process(self, group: tuple[int, Iterable[tuple[str, list[int]]]]) -> Iterator:
+        shard, refs = group
+        table = read_exchange(sorted(refs))
+        kept, rejects = dedupe_table(table, self.dedupe_url)
+        del table
+        name = f"dedupe-{shard:05d}"
+        outputs.write_rows(fileio.join(self.output, REJECTS, f"{name}.parquet"), rejects, schemas.REJECT)
+        writer = ExchangeWriter(exchange_path(fileio.join(self.output, SCRATCH), "deduped", f"{shard:05d}"))
+        writer.write(kept, BATCH_ROWS)  # read back as a stream
+        writer.close()
         _count(Counter({("dedupe", "kept"): len(kept)}) + Counter(("dedupe", r[C.REASON]) for r in rejects))
-        yield beam.pvalue.TaggedOutput(REJECTS, (f"dedupe-{shard:05d}", rejects))
-        yield shard, kept
-
-
-def shard_query_counts(item: tuple[int, list[dict]]) -> Iterator[tuple[str, int]]:
-    counts: Counter = Counter()
-    for row in item[1]:
-        counts.update(row[C.MATCHED_QUERIES])
-    yield from counts.items()
+        flat = pc.list_flatten(kept[C.MATCHED_QUERIES])
+        counts = pc.value_counts(flat) if len(flat) else []
+        yield beam.pvalue.TaggedOutput(MATCH_COUNTS, {c["values"]: c["counts"] for c in counts.to_pylist()}
+                                       if len(flat) else {})
+        yield beam.pvalue.TaggedOutput(WRITTEN, name)
+        yield shard, writer.dest
 
 
 class BalanceAndLanguageFn(beam.DoFn):
-    """Steps 5 and 6 on one shard: the deterministic draw, then language id on survivors."""
+    """Steps 5 and 6 on one shard, streamed from the exchange: the deterministic draw, then
+    language id on survivors. Writes curated/part-<shard> (in uid order) and its rejects."""
 
-    def __init__(self, seed: int, allowed: frozenset[str] | None, backend: str):
-        self.seed, self.allowed, self.backend = seed, allowed, backend
+    def __init__(self, seed: int, allowed: frozenset[str] | None, backend: str, output: str, shards: int):
+        self.seed, self.allowed, self.backend, self.output, self.shards = seed, allowed, backend, output, shards
 
     def setup(self) -> None:
         self.langid = LanguageId(self.backend)
 
-    def process(self, item: tuple[int, list[dict]], counts: dict[str, int], t: float) -> Iterator:
-        shard, rows = item
+    def process(self, item: tuple[int, str], counts: dict[str, int], t: float) -> Iterator:
+        shard, path = item
         outcomes: Counter = Counter()
-        kept, rejects = [], []
         kept_queries: Counter = Counter()
-        for row in rows:
-            p = balance.keep_probability([counts[q] for q in row[C.MATCHED_QUERIES]], t)
-            if not balance.keeps(self.seed, row[C.UID], p):
-                outcomes["balance", "balanced_out"] += 1
-                rejects.append(reject_row(row, "balanced_out", f"p={p:.6g}"))
-                continue
-            outcomes["balance", "kept"] += 1
-            kept_queries.update(row[C.MATCHED_QUERIES])
-            lang, prob = self.langid.detect(row[C.TEXT])
-            if self.allowed is not None and lang not in self.allowed:
-                outcomes["language", "language_filtered"] += 1
-                rejects.append(reject_row(row, "language_filtered", lang))
-                continue
-            outcomes["language", "kept"] += 1
-            kept.append({**row, C.LANG: lang, C.LANG_PROB: prob})
+        name = f"balance-{shard:05d}"
+        rejects = outputs.TableWriter(fileio.join(self.output, REJECTS, f"{name}.parquet"), schemas.REJECT)
+        kept = outputs.TableWriter(fileio.join(self.output, CURATED, outputs.part_name(shard, self.shards)),
+                                   schemas.CURATED)
+        for batch in iter_exchange(path):
+            for row in batch.to_pylist():
+                p = balance.keep_probability([counts[q] for q in row[C.MATCHED_QUERIES]], t)
+                if not balance.keeps(self.seed, row[C.UID], p):
+                    outcomes["balance", "balanced_out"] += 1
+                    rejects.add(reject_row(row, "balanced_out", f"p={p:.6g}"))
+                    continue
+                outcomes["balance", "kept"] += 1
+                kept_queries.update(row[C.MATCHED_QUERIES])
+                lang, prob = self.langid.detect(row[C.TEXT])
+                if self.allowed is not None and lang not in self.allowed:
+                    outcomes["language", "language_filtered"] += 1
+                    rejects.add(reject_row(row, "language_filtered", lang))
+                    continue
+                outcomes["language", "kept"] += 1
+                kept.add({**row, C.LANG: lang, C.LANG_PROB: prob})
+        rejects.close()
+        kept.close()
         _count(outcomes)
-        yield beam.pvalue.TaggedOutput(REJECTS, (f"balance-{shard:05d}", rejects))
-        yield beam.pvalue.TaggedOutput(KEPT_QUERIES, kept_queries)
-        yield shard, kept
+        yield beam.pvalue.TaggedOutput(WRITTEN, name)
+        yield dict(kept_queries)
+
+
+def merge_counts(dicts: Iterable[dict[str, int]]) -> dict[str, int]:
+    total: Counter = Counter()
+    for d in dicts:
+        total.update(d)
+    return dict(total)
+
+
+def units(files: list[tuple[str, str, int]], rows: int) -> list[tuple[int, list[tuple[str, str]]]]:
+    """Consecutive candidate files grouped into units of at most ``rows`` candidates (a
+    larger file is a unit of its own): one exchange file each with one batch per shard, so
+    the exchange holds (units x shards) references, not (files x shards)."""
+    out: list[tuple[int, list[tuple[str, str]]]] = []
+    current: list[tuple[str, str]] = []
+    count = 0
+    for path, name, n in files:
+        if current and count + n > rows:
+            out.append((len(out), current))
+            current, count = [], 0
+        current.append((path, name))
+        count += n
+    if current:
+        out.append((len(out), current))
+    return out
 
 
 # -- the composite ---------------------------------------------------------------------------
 
 class CurateCandidates(beam.PTransform):
-    """Batches of CANDIDATE rows ``(name, rows)`` -> {'curated': (shard, rows sorted by uid),
-    'rejects': (name, rows), 'query_counts': rows, 't': float}."""
+    """Units ``(index, [(candidate file, name), ...])`` -> writes curated/, rejects/ and the
+    scratch exchange under ``output``; returns {'query_counts': {query: (matches, kept)},
+    't': float, 'written': names of the rejects files written}."""
 
-    def __init__(self, queries: str, rules: textclean.TextRules, seed: int = 0, t: float | None = None,
-                 target_size: int | None = None, languages: frozenset[str] | None = frozenset({"en"}),
-                 lowercase: bool = False, dedupe_url: bool = False, langid: str = "wordfreq",
-                 shards: int = 4):
+    def __init__(self, queries: str, rules: textclean.TextRules, output: str, shards: int, seed: int = 0,
+                 t: float | None = None, target_size: int | None = None,
+                 languages: frozenset[str] | None = frozenset({"en"}), lowercase: bool = False,
+                 dedupe_url: bool = False, langid: str = "wordfreq"):
         super().__init__()
-        self.queries, self.rules, self.seed = queries, rules, seed
+        self.queries, self.rules, self.output, self.shards, self.seed = queries, rules, output, shards, seed
         self.t, self.target_size, self.languages = t, target_size, languages
-        self.lowercase, self.dedupe_url, self.langid, self.shards = lowercase, dedupe_url, langid, shards
+        self.lowercase, self.dedupe_url, self.langid = lowercase, dedupe_url, langid
 
-    def expand(self, batches):
-        cleaned = batches | "CleanAndMatch" >> beam.ParDo(CleanAndMatchFn(
-            self.queries, self.lowercase, self.rules, self.shards, self.dedupe_url, Shared())
-        ).with_outputs(REJECTS, main="kept")
-        deduped = (cleaned.kept
+    def expand(self, units):
+        cleaned = units | "CleanAndMatch" >> beam.ParDo(CleanAndMatchFn(
+            self.queries, self.lowercase, self.rules, self.shards, self.dedupe_url, Shared(), self.output)
+        ).with_outputs(WRITTEN, main="refs")
+        deduped = (cleaned.refs
                    | "GroupShards" >> beam.GroupByKey()
-                   | "Dedupe" >> beam.ParDo(DedupeShardFn(self.dedupe_url)).with_outputs(REJECTS, main="kept"))
-        counts = (deduped.kept
-                  | "ShardQueryCounts" >> beam.FlatMap(shard_query_counts)
-                  | "CountQueries" >> beam.CombinePerKey(sum))
+                   | "Dedupe" >> beam.ParDo(DedupeShardFn(self.dedupe_url, self.output))
+                   .with_outputs(MATCH_COUNTS, WRITTEN, main="files"))
+        counts = deduped[MATCH_COUNTS] | "CountQueries" >> beam.CombineGlobally(merge_counts)
         fixed_t, target = self.t, self.target_size
-        t = (counts
-             | "CountValues" >> beam.Values()
-             | "AllCounts" >> beam.combiners.ToList()
-             | "SolveT" >> beam.Map(lambda cs: balance.solve_t(cs, target) if target else float(fixed_t or balance.DEFAULT_T)))
-        final = deduped.kept | "BalanceAndLanguage" >> beam.ParDo(
-            BalanceAndLanguageFn(self.seed, self.languages, self.langid),
-            counts=beam.pvalue.AsDict(counts), t=beam.pvalue.AsSingleton(t),
-        ).with_outputs(REJECTS, KEPT_QUERIES, main="kept")
-        kept_per_query = (final[KEPT_QUERIES]
-                          | "KeptQueries" >> beam.FlatMap(lambda c: c.items())
-                          | "CountKept" >> beam.CombinePerKey(sum))
-        query_counts = (
-            {"matches": counts, "kept": kept_per_query}
-            | "JoinCounts" >> beam.CoGroupByKey()
-            | "QueryRow" >> beam.Map(_query_row, t=beam.pvalue.AsSingleton(t))
-        )
-        rejects = (cleaned[REJECTS], deduped[REJECTS], final[REJECTS]) | "AllRejects" >> beam.Flatten()
-        return {"curated": final.kept, "rejects": rejects, "query_counts": query_counts, "t": t}
-
-
-def _query_row(item: tuple[str, dict], t: float) -> dict:
-    query, groups = item
-    count = sum(groups["matches"])
-    return {C.QUERY: query, C.MATCH_COUNT: count, C.KEEP_PROB: balance.query_probability(count, t),
-            C.KEPT_COUNT: sum(groups["kept"])}
+        t = counts | "SolveT" >> beam.Map(
+            lambda cs: balance.solve_t(list(cs.values()), target) if target else float(fixed_t or balance.DEFAULT_T))
+        final = deduped.files | "BalanceAndLanguage" >> beam.ParDo(
+            BalanceAndLanguageFn(self.seed, self.languages, self.langid, self.output, self.shards),
+            counts=beam.pvalue.AsSingleton(counts), t=beam.pvalue.AsSingleton(t),
+        ).with_outputs(WRITTEN, main="kept_queries")
+        kept = final.kept_queries | "CountKept" >> beam.CombineGlobally(merge_counts)
+        query_counts = counts | "JoinCounts" >> beam.Map(
+            lambda matches, kept: {q: (n, kept.get(q, 0)) for q, n in matches.items()}, kept=beam.pvalue.AsSingleton(kept))
+        written = (cleaned[WRITTEN], deduped[WRITTEN], final[WRITTEN]) | "AllWritten" >> beam.Flatten()
+        return {"query_counts": query_counts, "t": t, "written": written}
 
 
 # -- the job ---------------------------------------------------------------------------------
@@ -289,18 +408,20 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-chars", type=int, default=textclean.TextRules.max_chars)
     parser.add_argument("--max-url-chars", type=int, default=textclean.TextRules.max_url_chars)
     parser.add_argument("--dedupe-url", action="store_true", help="also keep one row per url")
-    parser.add_argument("--rows-per-file", type=int, default=2_000_000,
-                        help="at most this many candidates per output shard (default: 2,000,000)")
+    parser.add_argument("--rows-per-file", type=int, default=None,
+                        help="candidates per output shard and per unit of work, at most; a worker's memory is "
+                             f"bounded by it (default: the candidates / 100, within {ROWS_PER_FILE[0]:,} "
+                             f"and {ROWS_PER_FILE[1]:,})")
     parser.add_argument("--shards", type=int, default=0,
                         help=f"output shards (default: the larger of {MIN_SHARDS} and candidates / --rows-per-file; "
                              "never the machine's cpu count, so every machine writes the same files)")
 
 
 
-def candidate_files(specs: list[str]) -> tuple[list[tuple[str, str]], int]:
-    """(path, name) of the CANDIDATE files named by ``specs``, and their total row count (one
-    footer read each). The name is the path relative to the folder the file was given from,
-    so outputs named after it are the same wherever the run lies."""
+def candidate_files(specs: list[str]) -> list[tuple[str, str, int]]:
+    """(path, name, rows) of the CANDIDATE files named by ``specs`` (one footer read each).
+    The name is the path relative to the folder the file was given from, so outputs named
+    after it are the same wherever the run lies."""
     expanded = []
     for spec in specs:
         for item in spec.split(","):
@@ -312,37 +433,64 @@ def candidate_files(specs: list[str]) -> tuple[list[tuple[str, str]], int]:
             if fileio.isdir(item):
                 item = fileio.join(item, "*.parquet")
             expanded.append(item)
-    files = fileio.named_inputs(expanded)
-    rows = 0
-    for f, _ in files:  # refuse unknown schema versions now, in one line, not in a worker
+    files = []
+    for f, name in fileio.named_inputs(expanded):  # refuse unknown schema versions now, in one line
         with fileio.open_read(f) as fh:
             try:
                 parquet = pq.ParquetFile(fh)
             except Exception as e:
                 raise schemas.SchemaError(f"{f}: not a readable Parquet file ({e})") from None
             schemas.check_metadata(parquet.schema_arrow, schemas.CANDIDATE, f)
-            rows += parquet.metadata.num_rows
-    return files, rows
+            files.append((f, fileio.stem(name).replace(".parquet-", "-"), parquet.metadata.num_rows))
+    return files
 
 
-def build(p: beam.Pipeline, files: list[tuple[str, str]], output: str, curate: CurateCandidates) -> None:
-    n = curate.shards
+def write_query_counts(counts: dict[str, tuple[int, int]], output: str, t: float) -> int:
+    rows = [{C.QUERY: q, C.MATCH_COUNT: n, C.KEEP_PROB: balance.query_probability(n, t), C.KEPT_COUNT: kept}
+            for q, (n, kept) in sorted(counts.items())]
+    folder = fileio.join(output, QUERY_COUNTS_FOLDER)
+    name = outputs.part_name(0, 1)
+    outputs.write_rows(fileio.join(folder, name), rows, schemas.QUERY_COUNTS)
+    for other in fileio.listdir(folder):
+        if other.endswith(".parquet") and other != name:
+            fileio.remove(fileio.join(folder, other))
+    return len(rows)
+
+
+def finish(_: None, output: str, shards: int, written: list[str], after: list) -> int:
+    """After every step: an empty part for each shard that got no rows; files of an earlier
+    run that this one did not write removed; the scratch exchange removed."""
+    curated = fileio.join(output, CURATED)
+    parts = {outputs.part_name(i, shards) for i in range(shards)}
+    have = set(fileio.listdir(curated)) if fileio.isdir(curated) else set()
+    for name in sorted(parts - have):
+        outputs.write_rows(fileio.join(curated, name), [], schemas.CURATED)
+    for name in sorted(have - parts):
+        if name.endswith(".parquet"):
+            fileio.remove(fileio.join(curated, name))
+    rejects = fileio.join(output, REJECTS)
+    keep = {f"{n}.parquet" for n in written}
+    for name in fileio.listdir(rejects) if fileio.isdir(rejects) else []:
+        if name.endswith(".parquet") and name not in keep:
+            fileio.remove(fileio.join(rejects, name))
+    fileio.remove_tree(fileio.join(output, SCRATCH))
+    return len(written)
+
+
+def build(p: beam.Pipeline, files: list[tuple[str, str, int]], curate: CurateCandidates, unit_rows: int) -> None:
+    output = curate.output
     out = (p
-           | "Files" >> beam.Create(files)
-           | "SpreadFiles" >> beam.Reshuffle()
-           | "Read" >> beam.MapTuple(lambda f, name: (fileio.stem(name).replace(".parquet-", "-"), read_candidates(f)))
+           | "Units" >> beam.Create(units(files, unit_rows))
+           | "SpreadUnits" >> beam.Reshuffle()
            | "Curate" >> curate)
-    (out["curated"]
-     | "NameShards" >> beam.MapTuple(lambda shard, rows: (outputs.part_name(shard, n).removesuffix(".parquet"), rows))
-     | "WriteCurated" >> outputs.WriteNamedFiles(
-         fileio.join(output, "curated"), schemas.CURATED,
-         expected=tuple(outputs.part_name(i, n).removesuffix(".parquet") for i in range(n))))
-    out["rejects"] | "WriteRejects" >> outputs.WriteNamedFiles(fileio.join(output, "rejects"), schemas.REJECT)
-    out["query_counts"] | "WriteQueryCounts" >> outputs.WriteSortedShards(
-        fileio.join(output, "query_counts"), schemas.QUERY_COUNTS, key=lambda r: r[C.QUERY],
-        sort_key=lambda r: r[C.QUERY], rows_per_file=10_000_000)
+    t = beam.pvalue.AsSingleton(out["t"])
+    counted = out["query_counts"] | "WriteQueryCounts" >> beam.Map(write_query_counts, output=output, t=t)
     t_path = fileio.join(output, "balance_t.json")
-    out["t"] | "WriteT" >> beam.Map(lambda t: fileio.write_json(t_path, {"t": t}))
+    t_written = out["t"] | "WriteT" >> beam.Map(lambda value: fileio.write_json(t_path, {"t": value}))
+    (p
+     | "Once" >> beam.Create([None])
+     | "Finish" >> beam.Map(finish, output=output, shards=curate.shards, written=beam.pvalue.AsList(out["written"]),
+                            after=beam.pvalue.AsList((counted, t_written) | "Done" >> beam.Flatten())))
 
 
 def run(argv: list[str] | None = None) -> dict:
@@ -356,25 +504,28 @@ def run(argv: list[str] | None = None) -> dict:
         args.queries, args.lowercase = str(querybuild.default_list()), True
     if not fileio.exists(args.queries):
         raise schemas.UserError(f"--queries {args.queries}: no such file")
-    if args.target_size is not None and args.target_size <= 0 or args.rows_per_file <= 0 or args.shards < 0:
+    if any(v is not None and v <= 0 for v in (args.target_size, args.rows_per_file)) or args.shards < 0:
         raise schemas.UserError("--target-size, --rows-per-file and --shards must be positive")
-    files, candidates = candidate_files(args.input)
+    files = candidate_files(args.input)
+    candidates = sum(n for _, _, n in files)
+    unit_rows = args.rows_per_file or rows_per_file(candidates)
     fileio.makedirs(args.output)
     languages = None if args.languages.strip().lower() == "all" else frozenset(
         x.strip() for x in args.languages.split(",") if x.strip())
     rules = textclean.TextRules(args.min_chars, args.min_words, args.max_chars, args.max_url_chars)
-    shards = args.shards or max(MIN_SHARDS, math.ceil(candidates / args.rows_per_file))
-    curate = CurateCandidates(args.queries, rules, args.seed, args.t, args.target_size, languages,
-                              args.lowercase, args.dedupe_url, args.langid, shards)
+    shards = args.shards or max(MIN_SHARDS, math.ceil(candidates / unit_rows))
+    curate = CurateCandidates(args.queries, rules, args.output, shards, args.seed, args.t, args.target_size, languages,
+                              args.lowercase, args.dedupe_url, args.langid)
     start = time.perf_counter()
     p = beam.Pipeline(options=beam_options)
-    build(p, files, args.output, curate)
+    build(p, files, curate, unit_rows)
     counters = options.run_counted(p, beam_options, f"openwit.{STAGE}")
     steps = schemas.run.steps_from_counters(counters, STEPS, candidates)
     t = fileio.read_json(fileio.join(args.output, "balance_t.json"))["t"]
     stats = {"job": STAGE, "files": len(files), "candidates": candidates, "curated": steps[-1]["kept"],
              "t": t, "target_size": args.target_size, "seed": args.seed, "queries": args.queries, "lowercase": args.lowercase,
              "languages": sorted(languages) if languages else "all", "langid": args.langid, "shards": shards,
+             "rows_per_file": unit_rows,
              **schemas.run.ledger(STAGE, steps)}
     fileio.write_json(fileio.join(args.output, STATS_FILE), stats)
     return {**stats, "seconds": round(time.perf_counter() - start, 2), "output": args.output}

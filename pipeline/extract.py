@@ -39,7 +39,7 @@ from apache_beam.metrics import Metrics
 
 import schemas
 from schemas import columns as C
-from pipeline import options, robots, textclean
+from pipeline import options, outputs, robots, textclean
 from schemas import fileio
 from pipeline.warc import Record, ReadError, read_records
 
@@ -461,37 +461,6 @@ def extract_file(path: str, cfg: ExtractConfig, fh: BinaryIO | None = None,
 
 # -- writing ---------------------------------------------------------------------------------
 
-class _TableWriter:
-    """Rows to one Parquet file in row groups, published atomically on close."""
-
-    def __init__(self, dest: str, schema: pa.Schema):
-        self.dest, self.schema = dest, schema
-        self._ctx = fileio.atomic_local(dest)
-        self._tmp = self._ctx.__enter__()
-        self._writer = pq.ParquetWriter(self._tmp, schema, compression=schemas.io.COMPRESSION)
-        self._rows: list[dict] = []
-
-    def add(self, row: dict) -> None:
-        self._rows.append(row)
-        if len(self._rows) >= BATCH_ROWS:
-            self._flush()
-
-    def _flush(self) -> None:
-        table = pa.Table.from_pylist(self._rows, schema=self.schema)
-        self._writer.write_table(schemas.validate(table, self.schema, where=self.dest))
-        self._rows.clear()
-
-    def close(self) -> None:
-        if self._rows:
-            self._flush()
-        self._writer.close()
-        self._ctx.__exit__(None, None, None)
-
-    def abort(self) -> None:
-        self._writer.close()
-        self._ctx.__exit__(RuntimeError, RuntimeError("aborted"), None)
-
-
 def output_paths(output: str, name: str) -> dict[str, str]:
     """Where the outputs of the input named ``name`` (its path relative to its input root) go."""
     name = fileio.stem(name)
@@ -515,8 +484,8 @@ def process_file(path: str, output: str, cfg: ExtractConfig, name: str | None = 
             return done
     report, events = extract_file(path, cfg, name=name)
     report.size = fileio.size(path)
-    cands = _TableWriter(dest["candidates"], schemas.CANDIDATE)
-    rejects = _TableWriter(dest["rejects"], schemas.REJECT)
+    cands = outputs.TableWriter(dest["candidates"], schemas.CANDIDATE)
+    rejects = outputs.TableWriter(dest["rejects"], schemas.REJECT)
     try:
         for kind, row in events:
             (cands if kind == "candidate" else rejects).add(row)

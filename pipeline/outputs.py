@@ -109,3 +109,35 @@ class WriteNamedFiles(beam.PTransform):
             if name.endswith(".parquet") and name not in keep:
                 fileio.remove(fileio.join(self.folder, name))
         return sum(n for _, n in written)
+
+
+class TableWriter:
+    """Rows to one Parquet file in row groups, published atomically on close."""
+
+    def __init__(self, dest: str, schema: pa.Schema, batch_rows: int = 50_000):
+        self.dest, self.schema, self.batch_rows = dest, schema, batch_rows
+        self.rows = 0
+        self._ctx = fileio.atomic_local(dest)
+        self._tmp = self._ctx.__enter__()
+        self._writer = pq.ParquetWriter(self._tmp, schema, compression=schemas.io.COMPRESSION)
+        self._rows: list[dict] = []
+
+    def add(self, row: dict) -> None:
+        self._rows.append(row)
+        if len(self._rows) >= self.batch_rows:
+            self._flush()
+
+    def _flush(self) -> None:
+        table = pa.Table.from_pylist(self._rows, schema=self.schema)
+        self._writer.write_table(schemas.validate(table, self.schema, where=self.dest))
+        self._rows.clear()
+
+    def close(self) -> None:
+        if self._rows:
+            self._flush()
+        self._writer.close()
+        self._ctx.__exit__(None, None, None)
+
+    def abort(self) -> None:
+        self._writer.close()
+        self._ctx.__exit__(RuntimeError, RuntimeError("aborted"), None)

@@ -41,6 +41,9 @@ STAGES = (
     Stage(SHARD, "shards", "shard_stats.json"),
 )
 BY_NAME = {s.name: s for s in STAGES}
+# Under a Beam stage's output folder: the files its steps hand each other instead of rows
+# through the runner; removed when the stage finishes.
+SCRATCH_FOLDER = "_scratch"
 TRAIN_FOLDER = "train"
 EVAL_FILE = "eval/results.json"
 REPORT_FILE = "report.html"
