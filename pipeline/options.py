@@ -2,8 +2,10 @@
 
 Each job declares its flags once (``add_args``) and parses them with openwit's parser (a
 bad value is a one-line error, ``--help`` lists the job's flags); every other flag goes to
-Beam's PipelineOptions unchanged, so any runner's options (Dataflow, Flink, Spark,
-``--labels`` appended by Airflow's operator) pass through. The jobs' flags are not
+Beam's PipelineOptions unchanged if a Beam option takes it, so any runner's options
+(Dataflow, Flink, Spark, ``--labels`` appended by Airflow's operator) pass through. What no
+option takes (``--caption_col`` for ``--caption-col``) is refused in one line, where Beam
+would only log that it discards it. The jobs' flags are not
 registered as PipelineOptions subclasses: Beam merges every subclass into one parser, and
 two jobs that both take --input could then not run in one process.
 
@@ -24,6 +26,7 @@ from typing import Callable, Iterator
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipeline.cli import Parser
+from schemas import UserError
 
 LOCAL_RUNNER = "FnApiRunner"
 
@@ -63,7 +66,45 @@ def parse(prog: str, description: str, add_args: Callable[[argparse.ArgumentPars
            f"--direct_running_mode={local_mode} (one process).")), formatter_class=argparse.RawDescriptionHelpFormatter)
     add_args(parser)
     args, rest = parser.parse_known_args(argv)
+    unknown = unknown_beam_args(rest)
+    if unknown:
+        flag = unknown[0].startswith("-")
+        what, name = ("option", unknown[0].split("=", 1)[0]) if flag else ("argument", unknown[0])
+        raise UserError(f"unknown {what} {name!r}: neither an option of {prog} nor an Apache Beam pipeline "
+                        f"option (see `{prog} --help`)")
     return args, PipelineOptions(local_defaults(rest, local_mode))
+
+
+# Runner modules that register their own pipeline options (Beam imports them only when the
+# runner starts): a --flink_master must be known before then.
+_RUNNER_OPTION_MODULES = ("apache_beam.runners.portability.flink_runner",
+                          "apache_beam.runners.portability.spark_runner",
+                          "apache_beam.runners.portability.prism_runner")
+
+
+def unknown_beam_args(argv: list[str]) -> list[str]:
+    """The arguments in ``argv`` that no registered Beam pipeline option takes (Beam itself
+    would only log that it discards them). A bad value for a Beam option is one line too."""
+    import importlib
+
+    from apache_beam.options.pipeline_options import _BeamArgumentParser
+
+    for name in _RUNNER_OPTION_MODULES:
+        with contextlib.suppress(ImportError):
+            importlib.import_module(name)
+
+    class _Parser(_BeamArgumentParser):
+        def error(self, message: str):  # type: ignore[override]
+            raise UserError(f"Beam option: {message}")
+
+    parser = _Parser(allow_abbrev=False, add_help=False)
+    classes: dict[str, type] = {}
+    for cls in PipelineOptions.__subclasses__():
+        classes.setdefault(str(cls), cls)
+    for cls in classes.values():
+        cls._add_argparse_args(parser)  # noqa: SLF001 - how Beam itself builds its parser
+    _, unknown = parser.parse_known_args(argv)
+    return unknown
 
 
 @contextlib.contextmanager

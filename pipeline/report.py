@@ -24,7 +24,6 @@ import base64
 import html
 import io
 import json
-import os
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -574,7 +573,6 @@ def write(paths: dict[str, str], output: str, title: str, samples: int = 24, max
     with fileio.atomic_local(output) as tmp:
         with open(tmp, "w", encoding="utf-8") as fh:
             fh.write(page)
-        os.chmod(tmp, 0o644)  # a page to share: readable like any other document
     return {"output": output, "figures": figures, "bytes": len(page.encode()), "stages": list(run.stats),
             "seconds": round(time.perf_counter() - t0, 2)}
 

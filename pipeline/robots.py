@@ -30,6 +30,7 @@ from urllib.parse import urlsplit
 from protego import Protego
 
 from pipeline.netguard import USER_AGENT_TOKEN, FetchTimeout, ForbiddenAddress, RobotsDisallowed
+from schemas import fileio
 
 OPT_OUT = frozenset({"noai", "noimageai", "noindex", "noimageindex", "none"})
 ALL_AGENTS = frozenset({"robots", "*"})
@@ -106,6 +107,7 @@ class RobotsStore:
                 fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=".tmp-")
                 with os.fdopen(fd, "w", encoding="utf-8") as f:
                     json.dump(entry, f)
+                fileio.share(tmp)
                 os.replace(tmp, path)
         return entry
 

@@ -249,6 +249,27 @@ def _upload(local: str, dest: str) -> None:
         shutil.copyfileobj(src, out, 8 << 20)
 
 
+def _umask() -> int:
+    """The process's umask, read without changing it where the kernel says it (Linux)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def share(path: str) -> None:
+    """Give a file written through a private temp file (mode 0600) the mode any new file
+    gets here: 0666 less the umask (0644 by default), so that others who share the
+    folder can read it, as they could read a file written in place."""
+    os.chmod(path, 0o666 & ~_umask())
+
+
 @contextlib.contextmanager
 def atomic_local(dest: str) -> Iterator[str]:
     """Yield a local temp path; on success it becomes ``dest`` (local or remote)."""
@@ -266,6 +287,7 @@ def atomic_local(dest: str) -> Iterator[str]:
     try:
         yield tmp
         if is_local(dest):
+            share(tmp)
             os.replace(tmp, dest)
         else:
             _upload(tmp, dest)

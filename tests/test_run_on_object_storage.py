@@ -15,6 +15,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import stat
 import subprocess
 import sys
 import tarfile
@@ -90,9 +91,17 @@ def test_the_quick_chain_on_s3_writes_what_a_local_run_writes(s3, small_crawl, w
     runs = {"local": (str(folder), str(tmp_path / "run")), "s3": (remote_crawl, f"{s3}/run")}
     files = {}
     for name, (crawl_root, root) in runs.items():
-        _chain(crawl_root, root, manifest["hosts"])
+        saved = os.umask(0o027)  # a team's umask: every file of the run must follow it, as written in place
+        try:
+            _chain(crawl_root, root, manifest["hosts"])
+        finally:
+            os.umask(saved)
         files[name] = _tree(root)
     local, remote = files["local"], files["s3"]
+    modes = {str(p.relative_to(tmp_path / "run")): oct(stat.S_IMODE(p.stat().st_mode))
+             for p in (tmp_path / "run").rglob("*") if p.is_file()}
+    assert {name: mode for name, mode in modes.items() if mode != oct(0o640)} == {}
+    assert "export/open_clip_model.safetensors" in modes and "shards/00000.tar" in modes
 
     def compared(name: str) -> bool:
         return (name.endswith((".parquet", ".tar", ".pt", ".safetensors", "sizes.json", "open_clip_config.json"))

@@ -41,11 +41,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", default=None, help="'latest', a checkpoint tag (stepNNNNNNNN), or 'auto': the latest complete "
                    "checkpoint if there is one, else a fresh start (what a scheduler's retry wants)")
     p.add_argument("--nproc", type=int, default=1, help="local ranks to start with the deepspeed launcher")
+    p.add_argument("--local_rank", type=int, default=None, help=argparse.SUPPRESS)  # the deepspeed launcher's
     return p
 
 
 def parse(argv: list[str]):
-    args, _ = _parser().parse_known_args(argv)  # the launcher may append --local_rank
+    args = _parser().parse_args(argv)
     overrides = list(args.set)
     if args.data:
         overrides.append(f"data={args.data}")
@@ -86,7 +87,7 @@ def launch(argv: list[str], nproc: int) -> int:
 
 def main(argv: list[str]) -> int:
     try:
-        args, _ = _parser().parse_known_args(argv)
+        args = _parser().parse_args(argv)
         parse(argv)
     except ConfigError as e:
         print(f"openwit train: {e}", file=sys.stderr)

@@ -56,6 +56,11 @@ def test_unknown_command():
     (["extract", "--input", "/nonexistent/*.wat.gz", "--output", "/tmp/x"], ["/nonexistent/*.wat.gz"]),
     (["extract", "--input", "/etc/hostname", "--output", "/tmp/x"], ["cannot tell the format"]),
     (["curate", "--output", "/tmp/x"], ["--input is required"]),
+    (["extract", "--input", "/etc/hostname", "--output", "/tmp/x", "--caption_col", "text"],
+     ["unknown option '--caption_col'"]),
+    (["curate", "--input", "/tmp", "--output", "/tmp/x", "--shardz", "3"], ["unknown option '--shardz'"]),
+    (["dedupe", "--input", "/tmp", "--output", "/tmp/x", "--direct_num_workers=x"], ["--direct_num_workers", "'x'"]),
+    (["train", "--data", "/tmp", "--train-data", "x/{0..1}.tar"], ["unrecognized arguments: --train-data"]),
     (["queries", "build", "--output", "/tmp/x"], ["give at least one source"]),
     (["queries", "build", "--corpus", "/nonexistent/*.txt", "--output", "/tmp/x"], ["/nonexistent/*.txt"]),
     (["queries", "build", "--wordnet", "/etc/hostname", "--output", "/tmp/x"], ["/etc/hostname", "not a WN-LMF file"]),
@@ -108,7 +113,7 @@ def test_synth_writes_a_crawl_and_serve_serves_it(tmp_path):
 
 @pytest.mark.slow
 def test_demo_quick_runs_end_to_end(tmp_path):
-    proc = run("demo", "--quick", "--out", str(tmp_path / "demo"))
+    proc = run("demo", "--quick", "--out", str(tmp_path / "demo"), timeout=600)  # ~2 min; more on a busy machine
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "[3/11] probe" in proc.stdout and "[5/11] curate" in proc.stdout and "[6/11] download" in proc.stdout
     assert "[7/11] dedupe" in proc.stdout and "[8/11] shard" in proc.stdout and "[9/11] train" in proc.stdout

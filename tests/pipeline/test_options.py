@@ -1,11 +1,16 @@
 """Beam option defaults: the local runner gets its worker settings whether it is implied or
-named, and any other runner's options pass through untouched."""
+named, any other runner's options pass through untouched, and what no option takes is
+refused in one line."""
 
 from __future__ import annotations
 
 import os
 
-from pipeline.options import local_defaults
+import pytest
+
+from pipeline import extract
+from pipeline.options import local_defaults, parse
+from schemas import UserError
 
 
 def test_the_local_runner_gets_its_workers_implied_or_named():
@@ -23,3 +28,24 @@ def test_the_local_runner_gets_its_workers_implied_or_named():
 def test_other_runners_options_pass_through_unchanged():
     argv = ["--runner=DataflowRunner", "--project=p", "--region=r", "--labels=x=y"]
     assert local_defaults(argv) == argv
+
+
+def _parse(*extra: str):
+    return parse("openwit extract", "extract", extract.add_args, ["--input", "in", "--output", "out", *extra])
+
+
+def test_every_runners_own_options_pass_and_a_typo_is_refused_by_name():
+    """Beam only logs that it discards an option it does not know: a typo of one of
+    openwit's flags would run the job without it. Every registered Beam option still
+    passes, a runner's own included (Airflow appends --labels)."""
+    for extra in (["--labels=a=b"], ["--runner=FlinkRunner", "--flink_master=localhost:8081", "--parallelism", "4"],
+                  ["--runner=PortableRunner", "--job_endpoint=embed", "--environment_type=LOOPBACK"],
+                  ["--runner=DataflowRunner", "--project=p", "--region=r", "--temp_location=gs://b/t",
+                   "--experiments=use_runner_v2", "--save_main_session"],
+                  ["--runner=SparkRunner", "--spark_master_url=spark://h:7077"]):
+        args, beam_options = _parse(*extra)
+        assert args.input == ["in"] and beam_options.get_all_options()["labels"] in (None, ["a=b"]), extra
+    for extra, named in ((["--caption_col", "text"], "'--caption_col'"), (["--url-colum=u"], "'--url-colum'"),
+                         (["stray.csv"], "argument 'stray.csv'"), (["--direct_num_workers=two"], "'two'")):
+        with pytest.raises(UserError, match=named):
+            _parse(*extra)

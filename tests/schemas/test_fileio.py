@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import stat
+
 import pytest
 
 import schemas
@@ -54,3 +57,21 @@ def test_inputs_are_named_relative_to_the_folder_they_are_given_from(tmp_path):
     assert named == {f"{a}/1.wat.gz": "1.wat.gz", f"{a}/sub/3.wat.gz": "sub/3.wat.gz"}
     assert fileio.relative("s3://b/crawl/x/1.gz", "s3://b/crawl") == "x/1.gz"
     assert fileio.relative("s3://b/other/1.gz", "s3://b/crawl") == "s3://b/other/1.gz"
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_written_files_take_the_mode_the_umask_gives(tmp_path, umask):
+    """Atomic writes go through a private temp file; the file published is as readable as
+    any file written in place (0644 under the usual umask), not 0600."""
+    saved = os.umask(umask)
+    try:
+        fileio.write_bytes(str(tmp_path / "a.bin"), b"x")
+        with fileio.atomic_local(str(tmp_path / "sub" / "b.bin")) as tmp, open(tmp, "wb") as fh:
+            fh.write(b"y")
+        fileio.publish(str(tmp_path / "a.bin"), str(tmp_path / "c.bin"))
+        (tmp_path / "plain.bin").write_bytes(b"z")
+    finally:
+        os.umask(saved)
+    expected = 0o666 & ~umask
+    for name in ("a.bin", "sub/b.bin", "c.bin", "plain.bin"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == expected, name
