@@ -22,6 +22,7 @@ from pathlib import Path
 
 from benchmarks.memory_scaling import measured
 from pipeline.synth import crawl
+from schemas import run as RUN
 
 
 def chain(openwit: list[str], crawl_dir: Path, work: Path, hosts: list[str], workers: int) -> dict[str, dict]:
@@ -34,13 +35,13 @@ def chain(openwit: list[str], crawl_dir: Path, work: Path, hosts: list[str], wor
                      "--processes", str(workers), "--threads", "16", "--image-size", "64", "--timeout", "2",
                      "--hang-grace", "5", *[f"--allow={h}" for h in sorted(set(hosts))]],
         "dedupe": ["dedupe", "--input", str(work / "download"), "--output", str(work / "dedupe"), *beam],
-        "shard": ["shard", "--keep", str(work / "dedupe"), "--images", str(work / "download"),
+        "shard": ["shard", "--keep", str(work / "dedupe"), "--images", str(work / "download"),  # not-a-column: the subcommand
                   "--curated", str(work / "curate"), "--output", str(work / "shards")],
     }
     out = {}
     for name, args in steps.items():
         out[name] = measured([*openwit, *args])
-        print(json.dumps({"stage": name, **out[name]}), flush=True)
+        print(json.dumps({"stage": name, **out[name]}), flush=True)  # not-a-column: a key of this report
         if "exit" in out[name]:
             break
     return out
@@ -70,9 +71,8 @@ def main() -> None:
         finally:
             server.terminate()
             server.wait(timeout=30)
-        rows = {name: json.loads((work / sub / f"{name}_stats.json").read_text())
-                for name, sub in (("extract", "extract"), ("curate", "curate"), ("download", "download"),
-                                  ("dedupe", "dedupe"), ("shard", "shards")) if (work / sub / f"{name}_stats.json").exists()}
+        ledgers = {stage.name: work / stage.folder / stage.ledger for stage in RUN.STAGES}
+        rows = {name: json.loads(path.read_text()) for name, path in ledgers.items() if path.exists()}
         results.append({"pages": pages, "stages": stages, "in": {k: v.get("in") for k, v in rows.items()},
                         "seconds": round(time.perf_counter() - t0, 1)})
         print(json.dumps(results[-1]["in"]), flush=True)

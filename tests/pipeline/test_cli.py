@@ -56,7 +56,7 @@ def test_unknown_command():
     (["extract", "--input", "/nonexistent/*.wat.gz", "--output", "/tmp/x"], ["/nonexistent/*.wat.gz"]),
     (["extract", "--input", "/etc/hostname", "--output", "/tmp/x"], ["cannot tell the format"]),
     (["curate", "--output", "/tmp/x"], ["--input is required"]),
-    (["extract", "--input", "/etc/hostname", "--output", "/tmp/x", "--caption_col", "text"],
+    (["extract", "--input", "/etc/hostname", "--output", "/tmp/x", "--caption_col", "text"],  # not-a-column: a value
      ["unknown option '--caption_col'"]),
     (["curate", "--input", "/tmp", "--output", "/tmp/x", "--shardz", "3"], ["unknown option '--shardz'"]),
     (["dedupe", "--input", "/tmp", "--output", "/tmp/x", "--direct_num_workers=x"], ["--direct_num_workers", "'x'"]),

@@ -45,7 +45,7 @@ def test_every_runners_own_options_pass_and_a_typo_is_refused_by_name():
                   ["--runner=SparkRunner", "--spark_master_url=spark://h:7077"]):
         args, beam_options = _parse(*extra)
         assert args.input == ["in"] and beam_options.get_all_options()["labels"] in (None, ["a=b"]), extra
-    for extra, named in ((["--caption_col", "text"], "'--caption_col'"), (["--url-colum=u"], "'--url-colum'"),
+    for extra, named in ((["--caption_col", "text"], "'--caption_col'"), (["--url-colum=u"], "'--url-colum'"),  # not-a-column
                          (["stray.csv"], "argument 'stray.csv'"), (["--direct_num_workers=two"], "'two'")):
         with pytest.raises(UserError, match=named):
             _parse(*extra)
