@@ -123,21 +123,17 @@ class ExchangeWriter:
         self._ctx.__exit__(None, None, None)
 
 
-def read_exchange(refs: Iterable[tuple[str, list[int]]]) -> pa.Table:
-    """The rows of the given batches, in the order given."""
-    batches = []
-    for path, numbers in refs:
-        with fileio.open_ranged(path) as fh:
-            reader = pa.ipc.open_file(fh)
-            batches += [reader.get_batch(i) for i in numbers]
-    return pa.Table.from_batches(batches, schema=EXCHANGE)
-
-
-def iter_exchange(path: str) -> Iterator[pa.RecordBatch]:
+def exchange_batches(path: str, numbers: Iterable[int] | None = None) -> Iterator[pa.RecordBatch]:
+    """The given batches of one exchange file (all of them by default), in that order."""
     with fileio.open_ranged(path) as fh:
         reader = pa.ipc.open_file(fh)
-        for i in range(reader.num_record_batches):
-            yield reader.get_batch(i)
+        yield from (reader.get_batch(i) for i in (range(reader.num_record_batches) if numbers is None else numbers))
+
+
+def read_exchange(refs: Iterable[tuple[str, list[int]]]) -> pa.Table:
+    """The rows of the given batches, in the order given."""
+    return pa.Table.from_batches([b for path, numbers in refs for b in exchange_batches(path, numbers)],
+                                 schema=EXCHANGE)
 
 
 class _MatcherHolder:
@@ -237,9 +233,8 @@ def duplicate_rejects(table: pa.Table, dups: np.ndarray, reps: np.ndarray, reaso
     cols = [C.UID, C.URL, C.SOURCE_FILE, C.SOURCE_OFFSET]
     dup_rows = table.select(cols).take(dups).to_pylist()
     rep_rows = table.select(cols).take(reps).to_pylist()
-    return [{C.STAGE: STAGE, C.REASON: reason, C.DETAIL: f"kept {rep[C.SOURCE_FILE]}@{rep[C.SOURCE_OFFSET]}",
-             C.UID: row[C.UID], C.URL: row[C.URL], C.DUPLICATE_OF: rep[C.UID], C.SOURCE_FILE: row[C.SOURCE_FILE],
-             C.SOURCE_OFFSET: row[C.SOURCE_OFFSET]} for row, rep in zip(dup_rows, rep_rows)]
+    return [reject_row(row, reason, f"kept {rep[C.SOURCE_FILE]}@{rep[C.SOURCE_OFFSET]}", rep[C.UID])
+            for row, rep in zip(dup_rows, rep_rows)]
 
 
 def dedupe_table(table: pa.Table, dedupe_url: bool) -> tuple[pa.Table, list[dict]]:
@@ -274,10 +269,8 @@ class DedupeShardFn(beam.DoFn):
         writer.write(kept, BATCH_ROWS)  # read back as a stream
         writer.close()
         _count(Counter({("dedupe", "kept"): len(kept)}) + Counter(("dedupe", r[C.REASON]) for r in rejects))
-        flat = pc.list_flatten(kept[C.MATCHED_QUERIES])
-        counts = pc.value_counts(flat) if len(flat) else []
-        yield beam.pvalue.TaggedOutput(MATCH_COUNTS, {c["values"]: c["counts"] for c in counts.to_pylist()}
-                                       if len(flat) else {})
+        counts = pc.value_counts(pc.list_flatten(kept[C.MATCHED_QUERIES])).to_pylist()
+        yield beam.pvalue.TaggedOutput(MATCH_COUNTS, {c["values"]: c["counts"] for c in counts})
         yield beam.pvalue.TaggedOutput(WRITTEN, name)
         yield shard, writer.dest
 
@@ -300,7 +293,7 @@ class BalanceAndLanguageFn(beam.DoFn):
         rejects = outputs.TableWriter(fileio.join(self.output, REJECTS, f"{name}.parquet"), schemas.REJECT)
         kept = outputs.TableWriter(fileio.join(self.output, CURATED, outputs.part_name(shard, self.shards)),
                                    schemas.CURATED)
-        for batch in iter_exchange(path):
+        for batch in exchange_batches(path):
             for row in batch.to_pylist():
                 p = balance.keep_probability([counts[q] for q in row[C.MATCHED_QUERIES]], t)
                 if not balance.keeps(self.seed, row[C.UID], p):

@@ -77,46 +77,11 @@ class WriteSortedShards(beam.PTransform):
         return total
 
 
-class WriteNamedFiles(beam.PTransform):
-    """``(name, rows)`` -> ``folder/<name>.parquet`` in the given row order.
-
-    Names in ``expected`` that received no rows still get an (empty) file, and ``*.parquet``
-    files in a local folder that this run did not write are removed once it is done, so the
-    folder holds exactly this run's output. Outputs the number of rows written.
-    """
-
-    def __init__(self, folder: str, schema: pa.Schema, expected: tuple[str, ...] = ()):
-        super().__init__()
-        self.folder, self.schema, self.expected = folder, schema, expected
-
-    def expand(self, named):
-        written = named | "Write" >> beam.Map(self._write)
-        return (named.pipeline
-                | "Once" >> beam.Create([None])
-                | "Finish" >> beam.Map(self._finish, written=beam.pvalue.AsList(written)))
-
-    def _write(self, item: tuple[str, list[dict]]) -> tuple[str, int]:
-        name, rows = item
-        write_rows(fileio.join(self.folder, f"{name}.parquet"), list(rows), self.schema)
-        return name, len(rows)
-
-    def _finish(self, _: None, written: list[tuple[str, int]]) -> int:
-        names = {n for n, _ in written}
-        for name in sorted(set(self.expected) - names):
-            write_rows(fileio.join(self.folder, f"{name}.parquet"), [], self.schema)
-        keep = {f"{n}.parquet" for n in names | set(self.expected)}
-        for name in fileio.listdir(self.folder):
-            if name.endswith(".parquet") and name not in keep:
-                fileio.remove(fileio.join(self.folder, name))
-        return sum(n for _, n in written)
-
-
 class TableWriter:
     """Rows to one Parquet file in row groups, published atomically on close."""
 
     def __init__(self, dest: str, schema: pa.Schema, batch_rows: int = 50_000):
         self.dest, self.schema, self.batch_rows = dest, schema, batch_rows
-        self.rows = 0
         self._ctx = fileio.atomic_local(dest)
         self._tmp = self._ctx.__enter__()
         self._writer = pq.ParquetWriter(self._tmp, schema, compression=schemas.io.COMPRESSION)
