@@ -497,6 +497,10 @@ def run(argv: list[str] | None = None) -> dict:
         args.queries, args.lowercase = str(querybuild.default_list()), True
     if not fileio.exists(args.queries):
         raise schemas.UserError(f"--queries {args.queries}: no such file")
+    try:  # now, in one line, not in every worker's setup
+        fileio.read_bytes(args.queries).decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise schemas.UserError(f"--queries {args.queries}: not UTF-8 (byte {e.start}: {e.reason})") from None
     if any(v is not None and v <= 0 for v in (args.target_size, args.rows_per_file)) or args.shards < 0:
         raise schemas.UserError("--target-size, --rows-per-file and --shards must be positive")
     files = candidate_files(args.input)

@@ -267,6 +267,9 @@ def test_refuses_unknown_schema_and_missing_queries(candidates, queries, tmp_pat
         _run(tmp_path / "future.parquet", queries, tmp_path / "out")
     with pytest.raises(schemas.UserError, match="--queries .*no such file"):
         _run(candidates, tmp_path / "missing.txt", tmp_path / "out")
+    (tmp_path / "latin1.txt").write_bytes("café\nred\n".encode("latin-1"))
+    with pytest.raises(schemas.UserError, match="latin1.txt: not UTF-8 .byte 3"):
+        _run(candidates, tmp_path / "latin1.txt", tmp_path / "out")
 
 
 @pytest.mark.parametrize("backend", ["langdetect", "wordfreq"])
