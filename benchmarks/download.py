@@ -116,7 +116,7 @@ def measure(tmp: Path, rows: list[dict], repeats: int) -> dict[str, list[tuple[i
         stats = download.run([
             "--input", str(tmp / "curated"), "--output", str(tmp / f"ours{rep}"), "--allow", "127.0.0.0/8",
             "--image-size", str(OPTIONS["image_size"]), "--timeout", str(OPTIONS["timeout"]),
-            "--retries", str(OPTIONS["retries"]), "--processes", str(OPTIONS["processes"]),
+            "--retries", str(OPTIONS["retries"]), "--workers", str(OPTIONS["processes"]),
             "--threads", str(OPTIONS["threads"]), "--samples-per-shard", str(OPTIONS["samples_per_shard"]),
             "--hang-grace", "5"])
         results["openwit"].append((stats["kept"], time.perf_counter() - start, cpu_seconds() - cpu))

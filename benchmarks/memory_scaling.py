@@ -75,7 +75,7 @@ def main() -> None:
         crawl = args.dir / f"crawl-{pages}"
         if not (crawl / "manifest.json").exists():
             t0 = time.perf_counter()
-            subprocess.run([*openwit, "synth", "--out", str(crawl), "--pages", str(pages)], check=True,
+            subprocess.run([*openwit, "synth", "--output", str(crawl), "--pages", str(pages)], check=True,
                            stdout=subprocess.DEVNULL)
             print(f"[synth] {pages:,} pages in {time.perf_counter() - t0:.0f} s", flush=True)
         work = args.dir / f"work-{pages}"

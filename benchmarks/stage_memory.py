@@ -32,7 +32,7 @@ def chain(openwit: list[str], crawl_dir: Path, work: Path, hosts: list[str], wor
         "curate": ["curate", "--input", str(work / "extract"), "--output", str(work / "curate"),
                    "--languages", "all", "--t", "1000000000", *beam],
         "download": ["download", "--input", str(work / "curate"), "--output", str(work / "download"),
-                     "--processes", str(workers), "--threads", "16", "--image-size", "64", "--timeout", "2",
+                     "--workers", str(workers), "--threads", "16", "--image-size", "64", "--timeout", "2",
                      "--hang-grace", "5", *[f"--allow={h}" for h in sorted(set(hosts))]],
         "dedupe": ["dedupe", "--input", str(work / "download"), "--output", str(work / "dedupe"), *beam],
         "shard": ["shard", "--keep", str(work / "dedupe"), "--images", str(work / "download"),  # not-a-column: the subcommand
@@ -58,10 +58,10 @@ def main() -> None:
     for pages in args.pages:
         crawl_dir = args.dir / f"crawl-{pages}"
         if not (crawl_dir / "manifest.json").exists():
-            subprocess.run([*openwit, "synth", "--out", str(crawl_dir), "--pages", str(pages)], check=True,
+            subprocess.run([*openwit, "synth", "--output", str(crawl_dir), "--pages", str(pages)], check=True,
                            stdout=subprocess.DEVNULL)
         hosts = crawl.load_manifest(str(crawl_dir))["hosts"]
-        server = subprocess.Popen([*openwit, "synth", "serve", "--crawl", str(crawl_dir), "--processes", "2",
+        server = subprocess.Popen([*openwit, "synth", "serve", "--crawl", str(crawl_dir), "--workers", "2",
                                    "--slow-seconds", "3"], stdout=subprocess.PIPE, text=True)
         try:
             server.stdout.readline()  # "serving N hosts: ..." once it listens

@@ -132,7 +132,7 @@ with DAG(
         task_id="download",
         bash_command=(
             f"{OPENWIT} download --input {ROOT}/curate --output {ROOT}/download"
-            " --processes {{ params.download_processes }} --threads {{ params.download_threads }}"
+            " --workers {{ params.download_processes }} --threads {{ params.download_threads }}"
             " --image-size {{ params.image_size }} --samples-per-shard {{ params.samples_per_shard }}"
             " {{ params.download_options | shall }}"),
     )

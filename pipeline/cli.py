@@ -10,21 +10,18 @@ or written) end in one line on stderr and exit status 2; bugs keep their traceba
 
 from __future__ import annotations
 
-import argparse
+import ast
+import importlib.util
 import sys
 from importlib.metadata import PackageNotFoundError, entry_points, version
 from types import ModuleType
 
 from schemas import UserError
+from schemas.cli import Parser
+
+__all__ = ["PROG", "Parser", "main"]
 
 PROG = "openwit"
-
-
-class Parser(argparse.ArgumentParser):
-    """argparse that reports a bad option as a one-line UserError instead of usage + exit."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise UserError(f"{message} (see `{self.prog} --help`)")
 
 
 def _commands() -> dict[str, object]:
@@ -38,6 +35,20 @@ def _version() -> str:
         return "unknown"
 
 
+def _summary(ep) -> str:
+    """A command's SUMMARY, read from its module's source where it is a plain string, so
+    that `openwit --help` imports none of the commands (Beam, torch: seconds each)."""
+    spec = importlib.util.find_spec(ep.value)
+    if spec is not None and spec.origin and spec.origin.endswith(".py"):
+        with open(spec.origin, encoding="utf-8") as fh:
+            tree = ast.parse(fh.read(), spec.origin)
+        for node in tree.body:
+            if (isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "SUMMARY" for t in node.targets)
+                    and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str)):
+                return node.value.value
+    return ep.load().SUMMARY
+
+
 def _help(commands: dict[str, object]) -> str:
     lines = [
         f"usage: {PROG} COMMAND [options]",
@@ -47,8 +58,7 @@ def _help(commands: dict[str, object]) -> str:
         "commands:",
     ]
     for name, ep in commands.items():
-        module: ModuleType = ep.load()  # type: ignore[attr-defined]
-        lines.append(f"  {name:<10} {module.SUMMARY}")
+        lines.append(f"  {name:<10} {_summary(ep)}")
     lines += ["", f"Run `{PROG} COMMAND --help` for a command's options."]
     return "\n".join(lines)
 

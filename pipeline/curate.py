@@ -396,10 +396,14 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--langid", default="wordfreq", choices=BACKENDS,
                         help="language-id backend: wordfreq (default; 99%% accurate on the labelled sample, "
                              "over 200x faster) or langdetect (the reference)")
-    parser.add_argument("--min-chars", type=int, default=textclean.TextRules.min_chars)
-    parser.add_argument("--min-words", type=int, default=textclean.TextRules.min_words)
-    parser.add_argument("--max-chars", type=int, default=textclean.TextRules.max_chars)
-    parser.add_argument("--max-url-chars", type=int, default=textclean.TextRules.max_url_chars)
+    parser.add_argument("--min-chars", type=int, default=textclean.TextRules.min_chars,
+                        help="shorter repaired texts are rejected as text_too_short")
+    parser.add_argument("--min-words", type=int, default=textclean.TextRules.min_words,
+                        help="texts of fewer words are rejected as text_too_short")
+    parser.add_argument("--max-chars", type=int, default=textclean.TextRules.max_chars,
+                        help="longer texts are rejected as text_too_long")
+    parser.add_argument("--max-url-chars", type=int, default=textclean.TextRules.max_url_chars,
+                        help="longer urls are rejected as invalid_url")
     parser.add_argument("--dedupe-url", action="store_true", help="also keep one row per url")
     parser.add_argument("--rows-per-file", type=int, default=None,
                         help="candidates per output shard and per unit of work, at most; a worker's memory is "

@@ -42,11 +42,14 @@ QUERY_WORDS = 50_000
 def _parser() -> Parser:
     p = Parser(
         prog="openwit demo",
-        description="Generate a synthetic crawl, serve it on loopback with its faults, fetch a "
-        "sample of every kind of link and check each behaves as declared, then extract and curate "
-        "it with the Beam jobs; print the funnel. Nothing is downloaded from outside this machine.",
+        description="The whole job on embedded defaults: generate a synthetic crawl, serve its images on "
+        "loopback hosts with their faults, fetch a sample of every kind of link and check each behaves as "
+        "declared; then extract, curate, download, dedupe and shard it, validate the run, train the debug "
+        "recipe with DeepSpeed, evaluate it zero-shot and write report.html; print the funnel, the "
+        "training summary and the evaluation table. Nothing is downloaded from outside this machine.",
     )
-    p.add_argument("--out", default=DEFAULT_OUT, help=f"work folder (default: {DEFAULT_OUT})")
+    p.add_argument("--output", "--out", dest="output", default=DEFAULT_OUT,
+                   help="work folder: the crawl, every stage's output, the training run and report.html")
     p.add_argument("--pages", type=int, default=3000, help="pages to generate (default: 3000)")
     p.add_argument("--seed", type=int, default=0, help="crawl seed (default: 0)")
     p.add_argument("--sample", type=int, default=25, help="links fetched per kind and fault (default: 25)")
@@ -118,11 +121,11 @@ def main(argv: list[str]) -> int:
     pages, sample = (300, 8) if args.quick else (args.pages, args.sample)
     if pages <= 0 or sample <= 0:
         raise schemas.UserError("--pages and --sample must be positive")
-    out = Path(args.out)
+    out = Path(args.output)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise schemas.UserError(f"--out {out}: cannot create this folder ({e.strerror})") from None
+        raise schemas.UserError(f"--output {out}: cannot create this folder ({e.strerror})") from None
     paths = schemas.run.layout(str(out))
     started = time.perf_counter()
     cfg, manifest, truth = synthesize(out, pages, args.seed)
@@ -235,7 +238,7 @@ def download_images(cfg: crawl.CrawlConfig, paths: dict[str, str]) -> dict:
     with SyntheticWeb(cfg.hosts, slow_seconds=3.0, processes=2):
         downloaded = download.run([
             "--input", paths[RUN.CURATE], "--output", paths[RUN.DOWNLOAD], "--image-size", "64",
-            "--timeout", "2", "--retries", "1", "--samples-per-shard", "2000", "--processes", "2",
+            "--timeout", "2", "--retries", "1", "--samples-per-shard", "2000", "--workers", "2",
             "--threads", "16", *[f"--allow={h}" for h in sorted(set(cfg.hosts))]])
     print(download.summary(downloaded, paths[RUN.DOWNLOAD]))
     return downloaded

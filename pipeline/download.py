@@ -125,11 +125,13 @@ def _parser() -> Parser:
     p.add_argument("--input", required=False, help="CURATED parquet folder (or a curate --output folder)")
     p.add_argument("--output", required=False, help="output folder")
     p.add_argument("--image-size", type=int, default=256, help="resize to this size (default: 256)")
-    p.add_argument("--resize-mode", default="border", choices=("no", "border", "keep_ratio", "keep_ratio_largest", "center_crop"))
-    p.add_argument("--encode-format", default="jpg", choices=("jpg", "png", "webp"))
-    p.add_argument("--encode-quality", type=int, default=95)
-    p.add_argument("--samples-per-shard", type=int, default=10_000)
-    p.add_argument("--processes", type=int, default=None,
+    p.add_argument("--resize-mode", default="border", choices=("no", "border", "keep_ratio", "keep_ratio_largest", "center_crop"),
+                   help="img2dataset's resize: border letterboxes to a square, center_crop crops to one, "
+                        "keep_ratio* scale a side to --image-size, no keeps the image as fetched")
+    p.add_argument("--encode-format", default="jpg", choices=("jpg", "png", "webp"), help="stored image format")
+    p.add_argument("--encode-quality", type=int, default=95, help="jpg/webp quality of the stored images (1-100)")
+    p.add_argument("--samples-per-shard", type=int, default=10_000, help="samples per webdataset tar")
+    p.add_argument("--workers", "--processes", dest="processes", type=int, default=None, metavar="N",
                    help="downloading processes, multiprocessing distributor only (default: one per core)")
     p.add_argument("--distributor", choices=("multiprocessing", "pyspark"), default="multiprocessing",
                    help="img2dataset's distributor: processes on this machine, or Spark tasks (default: "
@@ -142,13 +144,15 @@ def _parser() -> Parser:
     p.add_argument("--timeout", type=float, default=10,
                    help="wall-clock seconds per fetch, redirects and body included; robots.txt gets the same "
                         "(default: 10)")
-    p.add_argument("--retries", type=int, default=1)
+    p.add_argument("--retries", type=int, default=1, help="extra tries of a url that failed with a network error")
     p.add_argument("--min-image-size", type=int, default=16, help="smallest accepted side in pixels (default: 16)")
-    p.add_argument("--max-aspect-ratio", type=float, default=float("inf"))
+    p.add_argument("--max-aspect-ratio", type=float, default=float("inf"),
+                   help="reject images whose longer side is more than this times the shorter")
     p.add_argument("--max-pixels", type=int, default=64_000_000, help="refuse larger images before decoding")
     p.add_argument("--max-bytes", type=int, default=32 << 20, help="refuse larger bodies (default: 32 MiB)")
-    p.add_argument("--max-redirects", type=int, default=5)
-    p.add_argument("--user-agent", default=netguard.DEFAULT_USER_AGENT)
+    p.add_argument("--max-redirects", type=int, default=5, help="redirects followed per fetch, each hop guarded")
+    p.add_argument("--user-agent", default=netguard.DEFAULT_USER_AGENT,
+                   help="User-Agent sent, and the agent robots.txt rules are matched for")
     p.add_argument("--no-robots", action="store_true", help="do not honour robots.txt (not recommended)")
     p.add_argument("--allow-private-networks", action="store_true",
                    help="fetch from loopback/private addresses too (tests, private mirrors)")
@@ -261,7 +265,7 @@ def _spark_job(args) -> dict | None:
             raise schemas.UserError("--spark-master and --spark-conf apply to --distributor pyspark")
         return None
     if args.processes is not None:
-        raise schemas.UserError("--processes applies to --distributor multiprocessing; on Spark the executors' "
+        raise schemas.UserError("--workers applies to --distributor multiprocessing; on Spark the executors' "
                                 "cores set the parallelism (--spark-conf spark.executor.cores=N)")
     try:
         import pyspark  # noqa: F401

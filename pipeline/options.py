@@ -63,7 +63,7 @@ def parse(prog: str, description: str, add_args: Callable[[argparse.ArgumentPars
         "\n\nAny Apache Beam pipeline option is accepted too (--runner, --project, "
         "--temp_location, --direct_num_workers, ...). Default: the local FnApiRunner with "
         + ("one worker process per core." if local_mode == "multi_processing" else
-           f"--direct_running_mode={local_mode} (one process).")), formatter_class=argparse.RawDescriptionHelpFormatter)
+           f"--direct_running_mode={local_mode} (one process).")))
     add_args(parser)
     args, rest = parser.parse_known_args(argv)
     unknown = unknown_beam_args(rest)

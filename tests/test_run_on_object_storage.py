@@ -50,7 +50,7 @@ def _chain(crawl_root: str, root: str, hosts: list[str]) -> None:
              p[RUN.EXTRACT], *BEAM)
     _openwit("curate", "--input", p[RUN.EXTRACT], "--output", p[RUN.CURATE], "--languages", "all", "--t", "30",
              *BEAM)
-    _openwit("download", "--input", p[RUN.CURATE], "--output", p[RUN.DOWNLOAD], "--processes", "1",
+    _openwit("download", "--input", p[RUN.CURATE], "--output", p[RUN.DOWNLOAD], "--workers", "1",
              "--threads", "8", "--image-size", "64", "--samples-per-shard", "300", "--timeout", "1", "--hang-grace", "2",
              *[f"--allow={h}" for h in sorted(set(hosts))])
     _openwit("dedupe", "--input", p[RUN.DOWNLOAD], "--output", p[RUN.DEDUPE],

@@ -18,19 +18,19 @@ import subprocess
 import sys
 
 from schemas import fileio
+from schemas.cli import Parser
 from trainer.config import RECIPES, ConfigError, load
 
-SUMMARY = "pretrain a CLIP model with DeepSpeed on openwit shards (recipes: " + ", ".join(RECIPES) + ")"
+SUMMARY = "pretrain a CLIP model with DeepSpeed on openwit shards (recipes: debug, vit-b-32, vit-b-16, vit-l-14)"
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:
-        raise ConfigError(message)
+class _Parser(Parser):
+    error_type = ConfigError
 
 
 def _parser() -> argparse.ArgumentParser:
     p = _Parser(prog="openwit train", description=__doc__.split("\n\n")[0],
-                epilog=__doc__.split("\n\n")[1], formatter_class=argparse.RawDescriptionHelpFormatter)
+                epilog=__doc__.split("\n\n")[1])
     p.add_argument("--recipe", choices=sorted(RECIPES), default=None, help="named recipe (default: debug)")
     p.add_argument("--config", default=None, help="YAML or JSON file of settings (any TrainConfig field)")
     p.add_argument("--data", default=None,

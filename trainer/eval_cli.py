@@ -19,7 +19,6 @@ written as a JSON list to --output, and a markdown table on stdout.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import os
@@ -28,6 +27,7 @@ import sys
 import tempfile
 
 from schemas import fileio
+from schemas.cli import Parser
 
 from trainer import evalsets
 from trainer.evaltasks import RESIZE_MODES, TASKS, evaluate, load_model, suite_jobs
@@ -35,9 +35,8 @@ from trainer.evaltasks import RESIZE_MODES, TASKS, evaluate, load_model, suite_j
 SUMMARY = "evaluate a model: zero-shot classification, retrieval, linear probe (CLIP_benchmark layouts)"
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:
-        raise evalsets.DatasetError(message)
+class _Parser(Parser):
+    error_type = evalsets.DatasetError
 
 
 def table(records: list[dict]) -> str:
@@ -77,11 +76,12 @@ def _local(path: str, stack: contextlib.ExitStack, names: tuple[str, ...] | None
 
 def main(argv: list[str]) -> int:
     p = _Parser(prog="openwit eval", description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", required=True)
+    p.add_argument("--model", required=True,
+                   help="an `openwit export` folder, an `openwit train` run folder, or a final_weights.pt")
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("--dataset", help="one evaluation set")
     what.add_argument("--suite", help="a folder of evaluation sets (e.g. `openwit synth`'s eval/)")
-    p.add_argument("--task", choices=TASKS, default="zeroshot")
+    p.add_argument("--task", choices=TASKS, default="zeroshot", help="what --dataset is evaluated on")
     p.add_argument("--split", default="test", help="split subfolder evaluated (when the set has splits)")
     p.add_argument("--train-split", default="train", help="split the linear probe is fitted on")
     p.add_argument("--linear-probe", action="store_true", help="with --suite: also probe sets with a train split")

@@ -10,12 +10,12 @@ loads the model as is. ZeRO checkpoints are consolidated from the fp32 master we
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 import torch
 
 from schemas import fileio
+from schemas.cli import Parser
 from trainer import checkpoints, models
 from trainer.data import MEAN, STD
 
@@ -72,7 +72,7 @@ def load_exported(folder: str):
 
 
 def main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="openwit export", description=__doc__.split("\n\n")[0])
+    p = Parser(prog="openwit export", description=__doc__.split("\n\n")[0])
     p.add_argument("--run", required=True, help="an `openwit train` output folder")
     p.add_argument("--tag", default="latest", help="checkpoint tag (default: the latest complete one)")
     p.add_argument("--output", required=True, help="folder for the open_clip model")

@@ -37,7 +37,7 @@ def _generate_parser() -> Parser:
         "`openwit synth serve --crawl DIR` renders them from their URL.",
         epilog="Same seed and options give byte-identical files, whatever --workers is.",
     )
-    p.add_argument("--out", default=DEFAULT_OUT, help=f"output folder (default: {DEFAULT_OUT})")
+    p.add_argument("--output", "--out", dest="output", default=DEFAULT_OUT, help="output folder")
     p.add_argument("--pages", type=_positive, default=2000, help="pages to generate (default: 2000; ~11 image links each)")
     p.add_argument("--seed", type=int, default=0, help="crawl seed (default: 0)")
     p.add_argument("--pages-per-file", type=_positive, default=1000, help="pages per WAT file (default: 1000)")
@@ -47,7 +47,7 @@ def _generate_parser() -> Parser:
     p.add_argument("--huge-alts-per-file", type=int, default=1, help="1 MiB alt texts per WAT file (default: 1)")
     p.add_argument("--warc", action="store_true",
                    help="also write WARC files with each page's HTML response (warc/, warc.paths)")
-    p.add_argument("--workers", type=int, default=0, help="processes (default: one per core)")
+    p.add_argument("--workers", type=int, default=0, help="worker processes (default: 0, one per core)")
     return p
 
 
@@ -61,7 +61,7 @@ def _serve_parser() -> Parser:
     p.add_argument("--crawl", default=DEFAULT_OUT, help=f"crawl folder written by `openwit synth` (default: {DEFAULT_OUT})")
     p.add_argument("--slow-seconds", type=float, default=5.0, help="delay of the 'slow' fault (default: 5)")
     p.add_argument("--duration", type=float, default=0, help="stop after this many seconds (default: run until stopped)")
-    p.add_argument("--processes", type=int, default=1,
+    p.add_argument("--workers", "--processes", dest="processes", type=int, default=1, metavar="N",
                    help="server processes sharing the hosts (default: 1; 2+ for download benchmarks)")
     return p
 
@@ -93,11 +93,11 @@ def summary(manifest: dict, out: str | Path, seconds: float) -> str:
 
 def generate(argv: list[str]) -> int:
     args = _generate_parser().parse_args(argv)
-    out = Path(args.out)
+    out = Path(args.output)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise UserError(f"--out {out}: cannot create this folder ({e.strerror})") from None
+        raise UserError(f"--output {out}: cannot create this folder ({e.strerror})") from None
     cfg = crawl.CrawlConfig(
         pages=args.pages, seed=args.seed, pages_per_file=args.pages_per_file,
         hosts=crawl.default_hosts(args.hosts, args.base_port), eval_size=args.eval_size,

@@ -53,7 +53,7 @@ def fault_run(web, curated, tmp_path_factory):
     web's counters before and after)."""
     folder, _ = curated
     out = tmp_path_factory.mktemp("fault-run")
-    argv = ["--input", str(folder), "--output", str(out), "--processes", "1", *FAULT_ARGS]
+    argv = ["--input", str(folder), "--output", str(out), "--workers", "1", *FAULT_ARGS]
     before = web.stats()
     stats = download.run(argv)
     return stats, out, argv, before, web.stats()

@@ -42,6 +42,61 @@ def test_help_lists_the_commands():
         assert proc.returncode == 0 and "usage: openwit" in proc.stdout
 
 
+class _Shown(Exception):
+    """Raised instead of printing a parser's help, carrying the parser."""
+
+
+# every command and subcommand a user can ask `--help` of
+HELP_COMMANDS = [["synth"], ["synth", "serve"], ["demo"], ["extract"], ["curate"], ["queries", "build"],
+                 ["queries", "stats"], ["download"], ["dedupe"], ["shard"], ["train"], ["export"], ["eval"],  # not-a-column
+                 ["validate"], ["report"]]
+
+
+@pytest.mark.parametrize("command", HELP_COMMANDS, ids=" ".join)
+def test_every_option_is_described_with_its_default(command, monkeypatch):
+    import argparse
+
+    from pipeline import cli
+
+    def shown(parser, file=None):
+        raise _Shown(parser)
+
+    monkeypatch.setattr(argparse.ArgumentParser, "print_help", shown)
+    with pytest.raises(_Shown) as caught:
+        cli.main([*command, "--help"])
+    parser = caught.value.args[0]
+    formatter = parser._get_formatter()  # noqa: SLF001 - the text argparse prints for each option
+    for action in parser._actions:  # noqa: SLF001
+        if not action.option_strings or action.help == argparse.SUPPRESS or isinstance(action, argparse._HelpAction):
+            continue
+        name = action.option_strings[-1]
+        assert action.help and len(action.help) > 8, f"{' '.join(command)} {name}: no help text"
+        default = action.default
+        if default not in (None, False, []) and not isinstance(action, argparse._StoreTrueAction):
+            text = formatter._expand_help(action)  # noqa: SLF001
+            assert "default" in text, f"{' '.join(command)} {name}: default {default!r} not shown: {text!r}"
+            shown_value = f"{default:,}" if isinstance(default, int) and not isinstance(default, bool) else str(default)
+            assert str(default) in text or shown_value in text or "default:" in text, (name, text)
+
+
+def test_top_level_help_imports_no_command():
+    """`openwit --help` reads the commands' summaries without importing them (Beam and torch
+    take seconds to import), so it answers at once."""
+    code = ("import sys; from pipeline.cli import main; main(['--help']); "
+            "heavy = [m for m in ('apache_beam', 'torch', 'deepspeed', 'open_clip', 'img2dataset', 'pipeline.curate', "
+            "'trainer.cli') if m in sys.modules]; assert not heavy, heavy")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "train " in proc.stdout and "(recipes: debug, vit-b-32, vit-b-16, vit-l-14)" in proc.stdout
+
+
+def test_train_summary_names_every_recipe():
+    from trainer import cli
+    from trainer.config import RECIPES
+
+    assert cli.SUMMARY.endswith("(recipes: " + ", ".join(RECIPES) + ")")
+
+
 def test_unknown_command():
     assert_one_line_error(run("frobnicate"), "unknown command 'frobnicate'")
 
@@ -91,7 +146,7 @@ def test_unwritable_output_folder_ends_in_one_line(tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("x")
     assert_one_line_error(run("synth", "--out", str(blocker / "crawl"), "--pages", "5"), str(blocker))
-    assert_one_line_error(run("demo", "--out", str(blocker / "demo")), str(blocker))
+    assert_one_line_error(run("demo", "--output", str(blocker / "demo")), str(blocker))
 
 
 def test_synth_writes_a_crawl_and_serve_serves_it(tmp_path):
@@ -113,7 +168,7 @@ def test_synth_writes_a_crawl_and_serve_serves_it(tmp_path):
 
 @pytest.mark.slow
 def test_demo_quick_runs_end_to_end(tmp_path):
-    proc = run("demo", "--quick", "--out", str(tmp_path / "demo"), timeout=600)  # ~2 min; more on a busy machine
+    proc = run("demo", "--quick", "--output", str(tmp_path / "demo"), timeout=600)  # ~2 min; more on a busy machine
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "[3/11] probe" in proc.stdout and "[5/11] curate" in proc.stdout and "[6/11] download" in proc.stdout
     assert "[7/11] dedupe" in proc.stdout and "[8/11] shard" in proc.stdout and "[9/11] train" in proc.stdout

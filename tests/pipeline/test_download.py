@@ -73,7 +73,7 @@ def test_kill_9_then_rerun_equals_an_uninterrupted_run(web, curated, tmp_path):
     import time
 
     folder, faults = curated
-    common = ["--input", str(folder), "--allow", "127.0.0.0/8", "--processes", "1", "--threads", "2",
+    common = ["--input", str(folder), "--allow", "127.0.0.0/8", "--workers", "1", "--threads", "2",
               "--timeout", "1", "--retries", "1", "--image-size", "32", "--samples-per-shard", "4", "--hang-grace", "5"]
     full = download.run([*common, "--output", str(tmp_path / "full")])
     assert full["shards_done"] == full["shards_expected"] and full["ledger_ok"]
@@ -158,7 +158,7 @@ def test_hostile_web_through_the_stage(ok, forbidden, tmp_path, monkeypatch):
     monkeypatch.delenv("no_proxy", raising=False)
     try:
         stats = download.run(["--input", str(folder), "--output", str(tmp_path / "out"), "--allow", ok.address,
-                              "--allow", bom.address, "--processes", "2", "--threads", "4", "--timeout", "1",
+                              "--allow", bom.address, "--workers", "2", "--threads", "4", "--timeout", "1",
                               "--retries", "0", "--image-size", "32", "--samples-per-shard", "1",
                               "--max-bytes", str(1 << 20), "--hang-grace", "5"])
         got = {r[C.URL]: r[C.REASON] for r in

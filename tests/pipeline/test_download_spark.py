@@ -140,7 +140,7 @@ def test_a_rerun_after_the_driver_is_killed_finishes_without_redoing_finished_sh
 
 @pytest.mark.parametrize("flags, message", [
     (["--spark-master", "spark://x:7077"], "apply to --distributor pyspark"),
-    (["--distributor", "pyspark", "--processes", "2"], "applies to --distributor multiprocessing"),
+    (["--distributor", "pyspark", "--workers", "2"], "applies to --distributor multiprocessing"),
     (["--distributor", "pyspark", "--spark-conf", "nokey"], "expected KEY=VALUE"),
 ])
 def test_spark_flags_in_the_wrong_place_are_one_line(flags, message, tmp_path):
