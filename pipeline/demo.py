@@ -104,10 +104,10 @@ def goal(records: list[dict]) -> str:
     parts = []
     for r in records:
         name = Path(r["dataset"]).name
-        if r["task"] == "zeroshot" and name in GOAL:
+        if r["task"] in report.ZEROSHOT_TASKS and name in GOAL:
             mark = "met" if r["top1"] >= GOAL[name] else "NOT met"
             parts.append(f"{name.split('_', 1)[1]} {r['top1']:.1%} (goal {GOAL[name]:.0%}: {mark})")
-        if r["task"] == "retrieval":
+        if r["task"] in report.RETRIEVAL_TASKS:
             chance = 5 / max(1, r["images"])
             parts.append(f"text->image R@5 {r['text_to_image_R@5']:.1%} (chance {chance:.1%})")
     return "learning goal, zero-shot on held-out combinations: " + "; ".join(parts)

@@ -422,11 +422,17 @@ def _sample_images(run: Run, n: int) -> list[tuple[bytes, str, str]]:
     return out
 
 
+# `openwit eval` records name tasks as CLIP_benchmark does; records written before it did
+# carry openwit's short names
+ZEROSHOT_TASKS = ("zeroshot_classification", "zeroshot")
+RETRIEVAL_TASKS = ("zeroshot_retrieval", "retrieval")
+
+
 def _eval_rows(evals: list[dict]) -> list[list[str]]:
     rows = []
     for r in evals:
         name = fileio.basename(str(r.get("dataset", "")))
-        if r["task"] == "retrieval":
+        if r["task"] in RETRIEVAL_TASKS:
             figures = (f"T&rarr;I R@1/5/10 {r['text_to_image_R@1']:.3f} / {r['text_to_image_R@5']:.3f} / "
                        f"{r['text_to_image_R@10']:.3f}; I&rarr;T R@5 {r['image_to_text_R@5']:.3f}")
             n = f"{r.get('images', 0):,} images, {r.get('texts', 0):,} texts"
@@ -473,7 +479,7 @@ def _summary(run: Run, rows: list[dict]) -> str:
     if train:
         items.append(f"training: {train[-1]['step']:,} steps, final loss {train[-1]['loss']:.3f}")
     for r in run.evals:
-        if r["task"] == "zeroshot":
+        if r["task"] in ZEROSHOT_TASKS:
             items.append(f"zero-shot {html.escape(fileio.basename(str(r.get('dataset', ''))))}: top-1 {r['top1']:.1%}")
     return '<ul class="summary">' + "".join(f"<li>{i}</li>" for i in items) + "</ul>" if items else ""
 

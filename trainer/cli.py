@@ -4,6 +4,7 @@
     openwit train --config run.yaml --resume latest
     openwit train --recipe debug --data SHARDS --output RUN --resume auto   (safe to rerun)
     openwit train --recipe debug --data SHARDS --output RUN --nproc 2     (2 local ranks)
+    openwit train --recipe vit-l-14 --set zero_stage=3 --deepspeed-config offload.json ...
     deepspeed --num_gpus 8 --module trainer.main --recipe vit-b-32 --data ... --output ...
     deepspeed --hostfile hosts --module trainer.main ...                        (multi-node)
     torchrun --nproc-per-node 8 -m trainer.main ...
@@ -40,7 +41,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override any setting")
     p.add_argument("--resume", default=None, help="'latest', a checkpoint tag (stepNNNNNNNN), or 'auto': the latest complete "
                    "checkpoint if there is one, else a fresh start (what a scheduler's retry wants)")
-    p.add_argument("--nproc", type=int, default=1, help="local ranks to start with the deepspeed launcher")
+    p.add_argument("--deepspeed-config", default=None, metavar="FILE",
+                   help="a DeepSpeed config (JSON or YAML) merged over the one openwit derives: ZeRO offload, "
+                        "communication and activation-checkpointing settings, ... The settings openwit derives "
+                        "(batch sizes, precision, clipping, optimizer, scheduler, ZeRO stage) are refused")
+    p.add_argument("--nproc", type=int, default=1,
+                   help="local ranks (one per GPU; CPU ranks on gloo) started with the deepspeed launcher")
     p.add_argument("--local_rank", type=int, default=None, help=argparse.SUPPRESS)  # the deepspeed launcher's
     return p
 
@@ -52,7 +58,7 @@ def parse(argv: list[str]):
         overrides.append(f"data={args.data}")
     if args.output:
         overrides.append(f"output={args.output}")
-    cfg = load(args.recipe, args.config, overrides)
+    cfg = load(args.recipe, args.config, overrides, args.deepspeed_config)
     if not cfg.data:
         raise ConfigError("--data is required (an `openwit shard` output folder or webdataset shards)")
     plain = "{" not in cfg.data and "::" not in cfg.data and not cfg.data.startswith("pipe:")

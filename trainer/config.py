@@ -57,6 +57,7 @@ class TrainConfig:
     eval_every: int = 0  # evaluate every K steps on rank 0 (0: off)
     eval_suite: str = ""  # a folder of evaluation sets (`openwit eval --suite`), e.g. a synthetic crawl's eval/
     eval_resize_mode: str = "shortest"  # shortest | longest (letterbox, as img2dataset's border resize) | squash
+    deepspeed: dict = field(default_factory=dict)  # DeepSpeed settings merged over the derived ones (engine.ds_config)
     extra: dict = field(default_factory=dict)
 
     def global_batch(self, world: int) -> int:
@@ -144,8 +145,10 @@ def apply(cfg: TrainConfig, values: dict, where: str) -> TrainConfig:
     return cfg
 
 
-def load(recipe: str | None = None, config_file: str | None = None, overrides: list[str] | None = None) -> TrainConfig:
-    """Recipe, then file, then ``key=value`` overrides; validated."""
+def load(recipe: str | None = None, config_file: str | None = None, overrides: list[str] | None = None,
+         deepspeed_file: str | None = None) -> TrainConfig:
+    """Recipe, then file, then ``key=value`` overrides, then a DeepSpeed config file's
+    settings merged over the ``deepspeed`` setting; validated."""
     file_values: dict = {}
     if config_file:
         path = Path(config_file)
@@ -171,11 +174,63 @@ def load(recipe: str | None = None, config_file: str | None = None, overrides: l
             raise ConfigError(f"--set {item}: expected key=value")
         pairs[key.strip()] = value.strip()
     cfg = apply(cfg, pairs, "--set")
+    if deepspeed_file:
+        cfg.deepspeed = merged(cfg.deepspeed, load_deepspeed_config(deepspeed_file))
     validate(cfg)
     return cfg
 
 
+def merged(base: dict, over: dict) -> dict:
+    """``over`` merged into ``base``, mappings key by key (a copy)."""
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+# DeepSpeed settings openwit derives from its own: a user's DeepSpeed config may not set
+# them (the two would disagree), and the message names the setting to use instead.
+OWNED_DEEPSPEED = {
+    "train_batch_size": "micro_batch and accumulation (the global batch is micro_batch x accumulation x ranks)",
+    "train_micro_batch_size_per_gpu": "micro_batch",
+    "gradient_accumulation_steps": "accumulation",
+    "gradient_clipping": "gradient_clipping",
+    "bf16": "precision", "fp16": "precision", "amp": "precision", "torch_autocast": "precision",
+    "optimizer": "lr, base_lr, betas, eps and weight_decay (openwit builds AdamW with its decay groups)",
+    "scheduler": "warmup_steps, lr_schedule and lr_cooldown (openwit sets the learning rate every step)",
+    "zero_optimization.stage": "zero_stage",
+}
+
+
+def load_deepspeed_config(path: str) -> dict:
+    """A user's DeepSpeed settings (JSON or YAML), checked against ``OWNED_DEEPSPEED``."""
+    file = Path(path)
+    if not file.is_file():
+        raise ConfigError(f"--deepspeed-config {path}: no such file")
+    try:
+        text = file.read_text(encoding="utf-8")
+        values = json.loads(text) if file.suffix == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError, UnicodeDecodeError) as e:
+        raise ConfigError(f"--deepspeed-config {path}: not valid {'JSON' if file.suffix == '.json' else 'YAML'} "
+                          f"({str(e).splitlines()[0]})") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"--deepspeed-config {path}: expected a mapping of DeepSpeed settings")
+    check_deepspeed(values, f"--deepspeed-config {path}")
+    return values
+
+
+def check_deepspeed(values: dict, where: str) -> None:
+    for key, value in values.items():
+        owned = OWNED_DEEPSPEED.get(key)
+        if owned is None and isinstance(value, dict):
+            owned = next((OWNED_DEEPSPEED[f"{key}.{k}"] for k in value if f"{key}.{k}" in OWNED_DEEPSPEED), None)
+            key = next((f"{key}.{k}" for k in value if f"{key}.{k}" in OWNED_DEEPSPEED), key)
+        if owned is not None:
+            raise ConfigError(f"{where}: '{key}' is openwit's to set; use {owned} (--set KEY=VALUE)")
+
+
 def validate(cfg: TrainConfig) -> None:
+    check_deepspeed(cfg.deepspeed, "deepspeed")
     if cfg.precision not in ("fp32", "bf16"):
         raise ConfigError(f"precision: expected fp32 or bf16, got {cfg.precision!r}")
     if cfg.zero_stage not in (0, 1, 2, 3):

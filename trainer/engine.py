@@ -18,7 +18,8 @@ import deepspeed
 import torch
 from deepspeed.utils import safe_get_full_fp32_param, safe_set_full_fp32_param
 
-from trainer.config import TrainConfig
+from schemas import UserError
+from trainer.config import TrainConfig, merged
 
 
 def init_distributed() -> tuple[int, int]:
@@ -51,7 +52,9 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
 
 
 def ds_config(cfg: TrainConfig) -> dict:
-    return {
+    """The DeepSpeed config derived from ``cfg``, with the user's ``cfg.deepspeed`` settings
+    (checked not to touch what openwit derives) merged over it."""
+    return merged({
         "train_micro_batch_size_per_gpu": cfg.micro_batch,
         "gradient_accumulation_steps": cfg.accumulation,
         "gradient_clipping": cfg.gradient_clipping,
@@ -60,7 +63,7 @@ def ds_config(cfg: TrainConfig) -> dict:
         "steps_per_print": 10**9,
         "wall_clock_breakdown": False,
         "zero_allow_untested_optimizer": True,
-    }
+    }, cfg.deepspeed)
 
 
 def initialize(model: torch.nn.Module, cfg: TrainConfig):
@@ -68,7 +71,15 @@ def initialize(model: torch.nn.Module, cfg: TrainConfig):
         model.set_grad_checkpointing(True)
     optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.learning_rate(1),
                                   betas=tuple(cfg.betas), eps=cfg.eps)
-    engine, optimizer, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, config=ds_config(cfg))
+    try:
+        engine, optimizer, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, config=ds_config(cfg))
+    except ValueError as e:  # DeepSpeed's own check of its config (pydantic), e.g. a user's bad value
+        if type(e).__name__ != "ValidationError":
+            raise
+        error = e.errors()[0]
+        where = ".".join(str(x) for x in error.get("loc", ())) or "?"
+        raise UserError(f"DeepSpeed refuses its config: {e.title}.{where}: {error.get('msg')} "
+                        f"(got {error.get('input')!r})") from None
     return engine, optimizer
 
 

@@ -7,6 +7,7 @@ is the command around this module."""
 from __future__ import annotations
 
 import json
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,10 @@ import torch
 from trainer import evaluation, evalsets, models
 
 TASKS = ("zeroshot", "retrieval", "linear_probe")
+# CLIP_benchmark's names of the tasks, as its result records carry them
+CLIP_BENCHMARK_TASKS = {"zeroshot": "zeroshot_classification", "retrieval": "zeroshot_retrieval",
+                        "linear_probe": "linear_probe"}
+TASK_ALIASES = {**{v: k for k, v in CLIP_BENCHMARK_TASKS.items()}, **{k: k for k in TASKS}}
 RESIZE_MODES = ("shortest", "longest", "squash")
 
 
@@ -27,8 +32,34 @@ def preprocess_for(size: int, resize_mode: str):
                                      fill_color=255 if resize_mode == "longest" else 0)
 
 
-def load_model(path: str, resize_mode: str | None = None):
-    """(model, preprocess, tokenizer) from an export folder or a training run folder."""
+def load_pretrained(name: str, checkpoint: str, resize_mode: str | None = None):
+    """(model, preprocess, tokenizer) of an open_clip model name with its weights from a
+    checkpoint file on disk (a state dict: .pt, .bin or .safetensors); nothing is fetched."""
+    import open_clip
+
+    models.register()
+    known = set(open_clip.list_models())
+    if name not in known:
+        raise evalsets.DatasetError(f"--model {name}: not an open_clip model name (nor an `openwit export` or "
+                                    f"`openwit train` folder); open_clip knows {len(known)}, e.g. ViT-B-32, ViT-L-14")
+    if not Path(checkpoint).is_file():
+        raise evalsets.DatasetError(f"--pretrained {checkpoint}: no such file")
+    try:
+        model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=checkpoint)
+    except (RuntimeError, OSError, EOFError, KeyError, ValueError, pickle.UnpicklingError) as e:
+        raise evalsets.DatasetError(f"--pretrained {checkpoint}: cannot load it into {name} "
+                                    f"({str(e).splitlines()[0][:300]})") from None
+    if resize_mode:
+        preprocess = preprocess_for(model.visual.image_size[0] if isinstance(model.visual.image_size, tuple)
+                                    else model.visual.image_size, resize_mode)
+    return model.eval(), preprocess, open_clip.get_tokenizer(name)
+
+
+def load_model(path: str, resize_mode: str | None = None, pretrained: str | None = None):
+    """(model, preprocess, tokenizer) from an export folder, a training run folder, or an
+    open_clip model name with ``pretrained`` weights on disk."""
+    if pretrained:
+        return load_pretrained(path, pretrained, resize_mode)
     root = Path(path)
     if (root / "open_clip_config.json").is_file():
         from trainer import export
@@ -52,21 +83,30 @@ def load_model(path: str, resize_mode: str | None = None):
 
 
 @torch.no_grad()
-def image_features(model, preprocess, images, batch: int = 128, device="cpu", dtype=torch.float32) -> torch.Tensor:
+def image_features(model, preprocess, images, batch: int = 128, device="cpu", dtype=torch.float32,
+                   workers: int = 0) -> torch.Tensor:
     """Normalised image embeddings of an iterable of PIL images (or of preprocessed
-    tensors when ``preprocess`` is None), in order."""
-    feats, chunk = [], []
+    tensors when ``preprocess`` is None), in order; ``workers`` threads preprocess a batch
+    (resizing releases the GIL)."""
+    import contextlib
+    from concurrent.futures import ThreadPoolExecutor
 
-    def flush():
-        x = torch.stack(chunk).to(device, dtype)
-        feats.append(model.encode_image(x, normalize=True).float().cpu())
-        chunk.clear()
-    for img in images:
-        chunk.append(preprocess(img) if preprocess else img)
-        if len(chunk) == batch:
+    feats, chunk = [], []
+    with contextlib.ExitStack() as stack:
+        pool = stack.enter_context(ThreadPoolExecutor(workers)) if workers > 1 and preprocess else None
+
+        def flush():
+            tensors = list(pool.map(preprocess, chunk)) if pool else [preprocess(i) for i in chunk] if preprocess \
+                else chunk
+            x = torch.stack(tensors).to(device, dtype)
+            feats.append(model.encode_image(x, normalize=True).float().cpu())
+            chunk.clear()
+        for img in images:
+            chunk.append(img)
+            if len(chunk) == batch:
+                flush()
+        if chunk:
             flush()
-    if chunk:
-        flush()
     return torch.cat(feats) if feats else torch.empty(0)
 
 
@@ -77,49 +117,53 @@ def text_features(model, tokenizer, texts: list[str], batch: int = 256, device="
 
 
 def zeroshot(model, preprocess, tokenizer, images, labels: list, classnames: list, templates: list, name: str,
-             device="cpu", dtype=torch.float32) -> dict:
+             device="cpu", dtype=torch.float32, batch: int = 128, workers: int = 0) -> dict:
     """Zero-shot metrics; ``images`` are PIL images, or preprocessed tensors when
     ``preprocess`` is None (the periodic evaluation prepares them once)."""
     weights = evaluation.classifier(model, tokenizer, classnames, templates, device=device).cpu()
-    feats = image_features(model, preprocess, images, device=device, dtype=dtype)
+    feats = image_features(model, preprocess, images, batch, device=device, dtype=dtype, workers=workers)
     if not len(feats):
         raise evalsets.DatasetError(f"{name}: no images")
     return evaluation.zeroshot_metrics(feats, torch.as_tensor(labels), weights)
 
 
 def retrieval(model, preprocess, tokenizer, images, texts: list, text_image: list, ks=(1, 5, 10), device="cpu",
-              dtype=torch.float32) -> dict:
-    feats = image_features(model, preprocess, images, device=device, dtype=dtype)
+              dtype=torch.float32, batch: int = 128, workers: int = 0) -> dict:
+    feats = image_features(model, preprocess, images, batch, device=device, dtype=dtype, workers=workers)
     return evaluation.retrieval_metrics(feats, text_features(model, tokenizer, texts, device=device),
                                         torch.as_tensor(text_image), ks=ks)
 
 
 def linear_probe(model, preprocess, train: evalsets.Classification, test: evalsets.Classification,
-                 seed: int = 0, device="cpu") -> dict:
-    tr = image_features(model, preprocess, (img for _, img, _ in train.images()), device=device).numpy()
-    te = image_features(model, preprocess, (img for _, img, _ in test.images()), device=device).numpy()
+                 seed: int = 0, device="cpu", batch: int = 128, workers: int = 0) -> dict:
+    tr = image_features(model, preprocess, (img for _, img, _ in train.images()), batch, device=device,
+                        workers=workers).numpy()
+    te = image_features(model, preprocess, (img for _, img, _ in test.images()), batch, device=device,
+                        workers=workers).numpy()
     return {**evaluation.linear_probe(tr, np.asarray(train.labels), te, np.asarray(test.labels), seed=seed),
             "train_samples": len(tr), "samples": len(te)}
 
 
 def evaluate(model, preprocess, tokenizer, dataset: str, task: str, templates: str | None = None,
-             classnames: str | None = None, split: str = "test", train_split: str = "train", device="cpu") -> dict:
+             classnames: str | None = None, split: str = "test", train_split: str = "train", device="cpu",
+             batch: int = 128, workers: int = 0) -> dict:
     """Metrics of one task on one dataset (raises DatasetError naming the file on bad data)."""
+    run = {"device": device, "batch": batch, "workers": workers}
     if task == "retrieval":
         pairs = evalsets.load_retrieval(dataset, split)
         return {**retrieval(model, preprocess, tokenizer, (img for _, img in pairs.decoded()), pairs.texts,
-                            pairs.text_image, device=device), "images": len(pairs.images), "texts": len(pairs.texts)}
+                            pairs.text_image, **run), "images": len(pairs.images), "texts": len(pairs.texts)}
     file_templates = templates if templates not in (None, "openai", "simple") else None
     data = evalsets.load(dataset, classnames, file_templates, split)
     if task == "linear_probe":
         if not (Path(dataset) / train_split).is_dir():
             raise evalsets.DatasetError(f"{dataset}: no {train_split}/ split to fit the linear probe on")
         train = evalsets.load(dataset, classnames, file_templates, train_split)
-        return {**linear_probe(model, preprocess, train, data, device=device), "classes": len(data.classnames)}
+        return {**linear_probe(model, preprocess, train, data, **run), "classes": len(data.classnames)}
     chosen = (evaluation.template_set(templates) if templates in ("openai", "simple")
               else data.templates or evaluation.template_set("simple"))
     return {**zeroshot(model, preprocess, tokenizer, (img for _, img, _ in data.images()), data.labels,
-                       data.classnames, chosen, data.name, device=device),
+                       data.classnames, chosen, data.name, **run),
             "templates": len(chosen), "classes": len(data.classnames)}
 
 

@@ -94,5 +94,20 @@ def linear_probe(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, t
         if acc > best_acc:
             best_c, best_acc = c, acc
     model = LogisticRegression(C=best_c, max_iter=2000).fit(train_x, train_y)
-    return {"top1": float((model.predict(test_x) == test_y).mean()), "C": float(best_c),
-            "validation_top1": best_acc}
+    predicted = model.predict(test_x)
+    recalls = [float((predicted[test_y == c] == c).mean()) for c in np.unique(test_y)]
+    return {"top1": float((predicted == test_y).mean()), "mean_per_class_recall": float(np.mean(recalls)),
+            "C": float(best_c), "validation_top1": best_acc}
+
+
+def clip_benchmark_metrics(task: str, metrics: dict) -> dict:
+    """The metrics under the names CLIP_benchmark's result records use (``task`` is
+    openwit's: zeroshot, retrieval, linear_probe)."""
+    if task == "zeroshot":
+        names = {"top1": "acc1", "top5": "acc5", "mean_per_class_recall": "mean_per_class_recall"}
+    elif task == "linear_probe":
+        names = {"top1": "lp_acc1", "mean_per_class_recall": "lp_mean_per_class_recall"}
+    else:  # CLIP_benchmark: image retrieval = images found from a caption
+        names = {k: k.replace("text_to_image_R@", "image_retrieval_recall@").replace(
+            "image_to_text_R@", "text_retrieval_recall@") for k in metrics if "_R@" in k}
+    return {new: metrics[old] for old, new in names.items() if old in metrics}

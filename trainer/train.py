@@ -140,6 +140,7 @@ def run(cfg: TrainConfig, resume: str | None = None) -> dict:
         writer = SummaryWriter(os.path.join(out, "tensorboard"), purge_step=start_step)
         fileio.write_json(fileio.join(run_dir, "config.json"), {**cfg.to_dict(), "world_size": world,
                                                                  "plan": plan.__dict__})
+        fileio.write_json(fileio.join(run_dir, "deepspeed_config.json"), eng.config)  # the config DeepSpeed holds
     evaluator = None
     if cfg.eval_every and cfg.eval_suite and (rank == 0 or cfg.zero_stage == 3):  # ZeRO-3: every rank gathers
         from trainer.evaltasks import Periodic

@@ -70,3 +70,39 @@ def test_bad_file(tmp_path):
         load(None, str(tmp_path / "missing.yaml"))
     with pytest.raises(ConfigError, match="unknown recipe"):
         load("vit-z-99")
+
+
+def test_a_deepspeed_config_is_merged_over_the_derived_one(tmp_path):
+    from trainer.engine import ds_config
+
+    f = tmp_path / "offload.json"
+    f.write_text('{"zero_optimization": {"offload_optimizer": {"device": "cpu"}, "reduce_bucket_size": 50000000},'
+                 ' "communication_data_type": "fp32", "steps_per_print": 5}')
+    cfg = load("debug", None, ["zero_stage=2", "micro_batch=32"], str(f))
+    ds = ds_config(cfg)
+    assert ds["zero_optimization"] == {"stage": 2, "offload_optimizer": {"device": "cpu"},  # not-a-column
+                                       "reduce_bucket_size": 50000000}
+    assert ds["communication_data_type"] == "fp32" and ds["steps_per_print"] == 5
+    assert ds["train_micro_batch_size_per_gpu"] == 32 and ds["gradient_clipping"] == 1.0
+    yaml_file = tmp_path / "comm.yaml"
+    yaml_file.write_text("zero_optimization:\n  overlap_comm: true\n")
+    assert ds_config(load("debug", None, [], str(yaml_file)))["zero_optimization"]["overlap_comm"] is True
+
+
+@pytest.mark.parametrize("text, needle", [
+    ('{"train_micro_batch_size_per_gpu": 8}', "use micro_batch"),
+    ('{"bf16": {"enabled": false}}', "use precision"),
+    ('{"optimizer": {"type": "Adam"}}', "'optimizer' is openwit's to set"),
+    ('{"zero_optimization": {"stage": 3}}', "'zero_optimization.stage' is openwit's to set; use zero_stage"),
+    ('{"gradient_clipping": 0}', "use gradient_clipping"),
+    ('[1, 2]', "expected a mapping"),
+    ('{"a": ', "not valid JSON"),
+])
+def test_a_deepspeed_config_may_not_set_what_openwit_derives(tmp_path, text, needle):
+    f = tmp_path / "ds.json"
+    f.write_text(text)
+    with pytest.raises(ConfigError) as e:
+        load("debug", None, [], str(f))
+    assert needle in str(e.value) and "\n" not in str(e.value)
+    with pytest.raises(ConfigError, match="no such file"):
+        load("debug", None, [], str(tmp_path / "missing.json"))

@@ -96,8 +96,13 @@ def test_eval_command_on_a_clip_benchmark_layout(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     [record] = json.loads((tmp_path / "results.json").read_text())
     assert record["samples"] == 4 and record["classes"] == 3 and 0 <= record["top1"] <= 1
-    assert record["command"].startswith("openwit eval --model") and record["task"] == "zeroshot"
-    assert "| set | zeroshot | 4 |" in proc.stdout
+    assert record["command"].startswith("openwit eval --model") and record["task"] == "zeroshot_classification"
+    # CLIP_benchmark's record: its keys and its metric names
+    assert record["dataset"] == str(folder) and record["pretrained"] is None and record["language"] == "en"
+    assert record["metrics"] == {"acc1": record["top1"], "acc5": record["top5"],
+                                 "mean_per_class_recall": record["mean_per_class_recall"]}
+    assert record["device"] == "cpu"
+    assert "| set | zeroshot_classification | 4 |" in proc.stdout
 
 
 def test_bad_evaluation_datasets_name_the_file(tmp_path):
@@ -133,6 +138,43 @@ def _random_run(tmp_path):
     return run
 
 
+def test_open_clip_name_with_pretrained_weights_device_and_batch(tmp_path):
+    """An open_clip model name with its checkpoint on disk (as CLIP_benchmark and open_clip
+    take them) gives the same figures as the run folder those weights came from; the
+    batch size and preprocessing threads change nothing."""
+    import json
+
+    folder = _dataset(tmp_path)
+    run = _random_run(tmp_path)
+    by_run = _eval("--model", run, "--dataset", folder, "--output", tmp_path / "a.json", "--resize-mode", "shortest")
+    by_name = _eval("--model", "openwit-debug", "--pretrained", run / "final_weights.pt", "--dataset", folder,
+                    "--output", tmp_path / "b.json", "--device", "cpu", "--batch-size", "3", "--workers", "2",
+                    "--resize-mode", "shortest")
+    assert by_run.returncode == 0 and by_name.returncode == 0, by_run.stderr[-2000:] + by_name.stderr[-2000:]
+    [a], [b] = (json.loads((tmp_path / f).read_text()) for f in ("a.json", "b.json"))
+    assert b["model"] == "openwit-debug" and b["pretrained"] == str(run / "final_weights.pt")
+    assert b["metrics"] == a["metrics"] and b["top1"] == a["top1"]
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--model", "no-such-model", "--pretrained", "/etc/hostname"], ["--model no-such-model", "not an open_clip"]),
+    (["--model", "openwit-debug", "--pretrained", "/nonexistent.pt"], ["--pretrained /nonexistent.pt", "no such file"]),
+    (["--model", "openwit-debug", "--pretrained", "/etc/hostname"], ["--pretrained /etc/hostname", "cannot load"]),
+    (["--model", "RUN", "--device", "cuda:0"] if not torch.cuda.is_available() else
+     ["--model", "RUN", "--device", "cuda:99"], ["--device cuda"]),
+    (["--model", "RUN", "--device", "tpu-ish"], ["--device tpu-ish", "not a torch device"]),
+    (["--model", "RUN", "--batch-size", "0"], ["--batch-size"]),
+    (["--model", "RUN", "--output", "/proc/results.json"], ["/proc", "cannot write"]),
+])
+def test_bad_model_device_and_sizes_are_one_line(tmp_path, args, words):
+    folder = _dataset(tmp_path)
+    run = _random_run(tmp_path)
+    proc = _eval(*[str(run) if a == "RUN" else a for a in args], "--dataset", folder)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and all(w in lines[0] for w in words), proc.stderr[-2000:]
+
+
 def test_retrieval_on_shard_output_and_on_multi_caption_sets(tmp_path, shards, suite):
     import json
 
@@ -159,9 +201,13 @@ def test_suite_runs_every_set_with_its_task_and_the_linear_probe(tmp_path, suite
     assert proc.returncode == 0, proc.stderr[-2000:]
     records = json.loads((tmp_path / "all.json").read_text())
     jobs = [(r["dataset"].rsplit("/", 1)[-1], r["task"]) for r in records]
-    assert jobs == [("retrieval", "retrieval"), ("zeroshot_colour", "zeroshot"), ("zeroshot_colour", "linear_probe"),
-                    ("zeroshot_combination", "zeroshot"), ("zeroshot_shape", "zeroshot"),
-                    ("zeroshot_shape", "linear_probe")]
+    assert jobs == [("retrieval", "zeroshot_retrieval"), ("zeroshot_colour", "zeroshot_classification"),
+                    ("zeroshot_colour", "linear_probe"), ("zeroshot_combination", "zeroshot_classification"),
+                    ("zeroshot_shape", "zeroshot_classification"), ("zeroshot_shape", "linear_probe")]
+    assert set(records[0]["metrics"]) == {f"{way}_retrieval_recall@{k}"
+                                          for way in ("image", "text") for k in (1, 5, 10)}  # not-a-column
+    assert records[0]["metrics"]["image_retrieval_recall@5"] == records[0]["text_to_image_R@5"]
+    assert set(records[2]["metrics"]) == {"lp_acc1", "lp_mean_per_class_recall"}
     probe = records[2]
     assert probe["train_samples"] == 16 and probe["samples"] == 16 and 0 <= probe["top1"] <= 1 and probe["C"] > 0
     assert records[3]["classes"] == 64 and len(proc.stdout.strip().splitlines()) == 2 + len(records)

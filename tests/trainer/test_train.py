@@ -24,8 +24,8 @@ BASE = ["--recipe", "debug", "--set", "model=openwit-debug", "--set", "workers=1
         "--set", "warmup_steps=2", "--set", "lr=1e-3"]
 
 
-def train(shards, out, *settings, nproc=1, resume=None, wait=True):
-    args = [*BASE, "--data", str(shards), "--output", str(out)]
+def train(shards, out, *settings, nproc=1, resume=None, wait=True, extra=()):
+    args = [*BASE, "--data", str(shards), "--output", str(out), *extra]
     for s in settings:
         args += ["--set", s]
     if resume:
@@ -155,6 +155,27 @@ def test_zero_stages_bf16_accumulation_checkpointing_learn(shards, suite, tmp_pa
     assert all(0 <= v <= 1 for x in evals for v in x["eval"].values())
     first, last = sum(x["loss"] for x in m[:3]) / 3, sum(x["loss"] for x in m[-3:]) / 3
     assert last < first, (first, last)
+
+
+def test_a_users_deepspeed_config_reaches_deepspeed(shards, tmp_path):
+    """--deepspeed-config settings are merged into the config DeepSpeed runs with (the run
+    records the config the engine holds), and DeepSpeed's own check of them applies: a bad
+    value is one line naming the setting."""
+    ds_file = tmp_path / "ds.json"
+    ds_file.write_text('{"steps_per_print": 2, "zero_optimization": {"reduce_bucket_size": 1000000}}')
+    out = tmp_path / "ds"
+    train(shards, out, "steps=4", "micro_batch=8", "zero_stage=2", "precision=bf16",
+          extra=["--deepspeed-config", str(ds_file)])
+    recorded = json.loads((out / "deepspeed_config.json").read_text())
+    assert recorded["steps_per_print"] == 2 and recorded["zero_optimization"] == {
+        "stage": 2, "reduce_bucket_size": 1000000}  # not-a-column
+    assert json.loads((out / "config.json").read_text())["deepspeed"]["steps_per_print"] == 2
+    ds_file.write_text('{"zero_optimization": {"reduce_bucket_size": "lots"}}')
+    proc = train(shards, tmp_path / "bad", "steps=2", "micro_batch=8", "zero_stage=2",
+                 extra=["--deepspeed-config", str(ds_file)], wait=False)
+    output, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 2 and "Traceback" not in output, output[-3000:]
+    assert "DeepSpeed refuses its config: DeepSpeedZeroConfig.reduce_bucket_size" in output
 
 
 def test_temperature_clamp_holds_on_the_fp32_master_under_bf16_zero2(shards, tmp_path):
