@@ -17,7 +17,7 @@ from importlib.metadata import PackageNotFoundError, entry_points, version
 from types import ModuleType
 
 from schemas import UserError
-from schemas.cli import Parser
+from schemas.cli import Parser, catch_interrupt
 
 __all__ = ["PROG", "Parser", "main"]
 
@@ -76,8 +76,9 @@ def main(argv: list[str] | None = None) -> int:
     if name not in commands:
         print(f"{PROG}: error: unknown command '{name}' (commands: {', '.join(commands)})", file=sys.stderr)
         return 2
-    module: ModuleType = commands[name].load()  # type: ignore[attr-defined]
+    catch_interrupt()
     try:
+        module: ModuleType = commands[name].load()  # type: ignore[attr-defined]
         return int(module.main(argv[1:]) or 0)
     except UserError as e:
         print(f"{PROG} {name}: error: {e}", file=sys.stderr)

@@ -50,9 +50,9 @@ from apache_beam.utils.shared import Shared
 
 import schemas
 from schemas import columns as C
-from pipeline import balance, options, outputs, textclean
+from pipeline import balance, options, outputs, progress, textclean
 from schemas import fileio
-from pipeline.langid import BACKENDS, LanguageId
+from pipeline.langid import BACKENDS, LanguageId, known_languages
 from pipeline.matching import QueryMatcher, load_entries
 
 SUMMARY = "match, balance, deduplicate and language-tag candidates into the url list to download (Beam)"
@@ -201,6 +201,7 @@ class CleanAndMatchFn(beam.DoFn):
             rejects.close()
             outcomes["clean", "kept"] = outcomes["match", "kept"] + outcomes["match", "no_query_match"]
             _count(outcomes)
+            progress.tick("files", sum(n for (step, _), n in outcomes.items() if step == "clean"))
             yield beam.pvalue.TaggedOutput(WRITTEN, f"clean-{name}")
         flush()
         writer = ExchangeWriter(exchange_path(fileio.join(self.output, SCRATCH), "matched", f"{index:05d}"))
@@ -312,6 +313,7 @@ class BalanceAndLanguageFn(beam.DoFn):
         rejects.close()
         kept.close()
         _count(outcomes)
+        progress.tick("shards")
         yield beam.pvalue.TaggedOutput(WRITTEN, name)
         yield dict(kept_queries)
 
@@ -507,12 +509,26 @@ def run(argv: list[str] | None = None) -> dict:
         raise schemas.UserError(f"--queries {args.queries}: not UTF-8 (byte {e.start}: {e.reason})") from None
     if any(v is not None and v <= 0 for v in (args.target_size, args.rows_per_file)) or args.shards < 0:
         raise schemas.UserError("--target-size, --rows-per-file and --shards must be positive")
+    if args.t is not None and not (args.t > 0 and math.isfinite(args.t)):
+        raise schemas.UserError(f"--t {args.t:g}: the per-query budget must be a positive number")
+    for flag in ("min_chars", "min_words", "max_chars", "max_url_chars"):
+        if getattr(args, flag) < 0:
+            raise schemas.UserError(f"--{flag.replace('_', '-')} {getattr(args, flag)}: must be 0 or more")
+    if args.min_chars > args.max_chars:
+        raise schemas.UserError(f"--min-chars {args.min_chars} is above --max-chars {args.max_chars}: every text "
+                                "would be rejected")
+    languages = None if args.languages.strip().lower() == "all" else frozenset(
+        x.strip() for x in args.languages.split(",") if x.strip())
+    if languages is not None:
+        known = known_languages(args.langid)
+        unknown = sorted(languages - known)
+        if unknown or not languages:
+            raise schemas.UserError(f"--languages {args.languages}: {', '.join(unknown) or 'no language'} is not a code "
+                                    f"the {args.langid} language id gives (it gives: {', '.join(sorted(known))}; or 'all')")
     files = candidate_files(args.input)
     candidates = sum(n for _, _, n in files)
     unit_rows = args.rows_per_file or rows_per_file(candidates)
     fileio.makedirs(args.output)
-    languages = None if args.languages.strip().lower() == "all" else frozenset(
-        x.strip() for x in args.languages.split(",") if x.strip())
     rules = textclean.TextRules(args.min_chars, args.min_words, args.max_chars, args.max_url_chars)
     shards = args.shards or max(MIN_SHARDS, math.ceil(candidates / unit_rows))
     curate = CurateCandidates(args.queries, rules, args.output, shards, args.seed, args.t, args.target_size, languages,
@@ -520,7 +536,8 @@ def run(argv: list[str] | None = None) -> dict:
     start = time.perf_counter()
     p = beam.Pipeline(options=beam_options)
     build(p, files, curate, unit_rows)
-    counters = options.run_counted(p, beam_options, f"openwit.{STAGE}")
+    counters = options.run_counted(p, beam_options, f"openwit.{STAGE}", {"files": len(files), "shards": shards},
+                                   "candidates")
     steps = schemas.run.steps_from_counters(counters, STEPS, candidates)
     t = fileio.read_json(fileio.join(args.output, "balance_t.json"))["t"]
     stats = {"job": STAGE, "files": len(files), "candidates": candidates, "curated": steps[-1]["kept"],

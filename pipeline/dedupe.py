@@ -43,7 +43,7 @@ from apache_beam.metrics import Metrics
 
 import schemas
 from schemas import columns as C
-from pipeline import imagehashes, neardup, options, outputs, tario
+from pipeline import imagehashes, neardup, options, outputs, progress, tario
 from schemas import fileio
 
 SUMMARY = "remove exact and near-duplicate images and evaluation images from the downloaded shards (Beam)"
@@ -120,6 +120,7 @@ class HashShardFn(beam.DoFn):
             yield beam.pvalue.TaggedOutput("rejects", reject_row(item, "missing_sample", f"no image for key {key}{broken}"[:300]))
         for name, n in counts.items():
             _counter(name).inc(n)
+        progress.tick("tars", len(rows))
 
 
 # -- 2. exact ------------------------------------------------------------------------------
@@ -466,7 +467,7 @@ def run(argv: list[str] | None = None) -> dict:
     start = time.perf_counter()
     p = beam.Pipeline(options=beam_options)
     build(p, jobs, args.output, sets, args.radius, eval_r, args.dhash, args.cap, partitions, args.batch)
-    counters = options.run_counted(p, beam_options, f"openwit.{STAGE}")
+    counters = options.run_counted(p, beam_options, f"openwit.{STAGE}", {"tars": len(jobs)}, "images")
     steps = schemas.run.steps_from_counters(counters, STEPS, images)
     clusters = {int(k.split(":")[1]): v for k, v in counters.items() if k.startswith("cluster:")}
     evals = [{"name": name, "path_count": len(files), "images": counters.get(f"evalset:{s}:images", 0),

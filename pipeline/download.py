@@ -241,7 +241,10 @@ def run(argv: list[str]) -> dict:
     if spark:
         job["spark"] = spark
     start = time.perf_counter()
-    status = _run_watched(job, staging, shards, expected_shards, args.hang_grace)
+    log = fileio.join(out, schemas.run.DOWNLOAD_LOG)
+    with fileio.atomic_local(log) if not fileio.is_local(log) else contextlib.nullcontext(log) as local_log:
+        print(f"[download] img2dataset's own output goes to {log}", file=sys.stderr, flush=True)
+        status = _run_watched(job, staging, shards, expected_shards, args.hang_grace, local_log)
     seconds = time.perf_counter() - start
     published = publish(staging, shards)
     stats = account(shards, out, curated.num_rows, set(curated[C.UID].to_pylist()))
@@ -308,14 +311,16 @@ def _check_fsspec(out: str) -> None:
                                 f"(pip install 'openwit[{extra}]'): {e}") from None
 
 
-def _run_watched(job: dict, staging: str, shards: str, expected: int, grace: float) -> str:
-    """Run img2dataset in its own process group; publish shards as they finish; end its
+def _run_watched(job: dict, staging: str, shards: str, expected: int, grace: float, log: str) -> str:
+    """Run img2dataset in its own process group, its output (progress bars, per-shard
+    lines, tracebacks) appended to the file ``log``; publish shards as they finish; end its
     known hang at the end of the job (every shard's stats present, still running after
     ``grace`` seconds) by ending the group. Returns how it ended."""
     cmd = [sys.executable, "-m", "pipeline.download_guard", json.dumps(job)]
     # Same process group as us, and each img2dataset process dies with its parent
     # (download_guard sets that up): a killed stage leaves no orphan writing on.
-    child = subprocess.Popen(cmd)
+    with open(log, "ab") as sink:
+        child = subprocess.Popen(cmd, stdout=sink, stderr=subprocess.STDOUT)
     all_done_since = None
     last = -1
     started = time.monotonic()
@@ -336,7 +341,9 @@ def _run_watched(job: dict, staging: str, shards: str, expected: int, grace: flo
     except BaseException:
         _kill_tree(child.pid)
         raise
-    return "finished" if child.returncode == 0 else f"exited with status {child.returncode}"
+    if child.returncode == 0:
+        return "finished"
+    return f"exited with status {child.returncode} (its output: {log})"
 
 
 def _progress(shards: str, done: int, expected: int, elapsed: float) -> None:

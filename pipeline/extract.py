@@ -39,7 +39,7 @@ from apache_beam.metrics import Metrics
 
 import schemas
 from schemas import columns as C
-from pipeline import options, outputs, robots, textclean
+from pipeline import options, outputs, progress, robots, textclean
 from schemas import fileio
 from pipeline.warc import Record, ReadError, read_records
 
@@ -273,12 +273,18 @@ class FileReport:
     candidates: int = 0
     rejected: Counter = field(default_factory=Counter)  # links dropped, by reason
     errors: Counter = field(default_factory=Counter)    # records or rows unreadable, by reason
+    problem: str = ""  # the first of them, said in words
 
     def as_dict(self) -> dict:
         return {"path": self.path, "format": self.format, "bytes": self.size,
                 "records": self.records, "pages": self.pages, "links": self.links,
                 "candidates": self.candidates, "rejected": dict(sorted(self.rejected.items())),
-                "errors": dict(sorted(self.errors.items()))}
+                "errors": dict(sorted(self.errors.items())), "problem": self.problem}
+
+    def error(self, reason: str, detail: str) -> None:
+        self.errors[reason] += 1
+        if not self.problem:
+            self.problem = f"{reason}: {detail}" if detail else reason
 
 
 def detect_format(path: str, fmt: str = "auto") -> str:
@@ -326,14 +332,14 @@ def _crawl_events(fh: BinaryIO, report: FileReport, cfg: ExtractConfig, source: 
     to_page = wat_page if report.format == "wat" else html_page
     for item in read_records(fh):
         if isinstance(item, ReadError):
-            report.errors[item.reason] += 1
+            report.error(item.reason, item.detail)
             yield _reject(item.reason, item.detail, source, item.offset)
             continue
         report.records += 1
         try:
             page = to_page(item)
         except RecordProblem as e:
-            report.errors[e.reason] += 1
+            report.error(e.reason, e.detail)
             yield _reject(e.reason, e.detail, source, item.offset)
             continue
         if page is None:
@@ -418,16 +424,16 @@ def _list_events(fh: BinaryIO, report: FileReport, cfg: ExtractConfig, source: s
         except StopIteration:
             return
         except RecordProblem as e:  # the whole file (a missing column)
-            report.errors[e.reason] += 1
+            report.error(e.reason, e.detail)
             yield _reject(e.reason, e.detail, source, 0)
             return
         except (OSError, EOFError, zlib.error, pa.ArrowException, csv.Error) as e:
-            report.errors["bad_gzip" if isinstance(e, (OSError, EOFError, zlib.error)) else "bad_row"] += 1
+            report.error("bad_gzip" if isinstance(e, (OSError, EOFError, zlib.error)) else "bad_row", str(e)[:60])
             yield _reject("bad_row", f"unreadable from here on ({str(e)[:60]})", source, report.records)
             return
         if isinstance(item, RecordProblem):
             report.records += 1
-            report.errors[item.reason] += 1
+            report.error(item.reason, item.detail)
             yield _reject(item.reason, item.detail, source, report.records - 1)
             continue
         index, url, caption = item
@@ -511,6 +517,7 @@ class ExtractFileFn(beam.DoFn):
     def process(self, item: tuple[str, str]) -> Iterator[dict]:
         path, name = item
         report = process_file(path, self.output, self.cfg, name)
+        progress.tick("files", report["records"])
         Metrics.counter(STAGE, "files").inc()
         for key in ("records", "links", "candidates"):
             Metrics.counter(STAGE, key).inc(report[key])
@@ -519,7 +526,25 @@ class ExtractFileFn(beam.DoFn):
         yield report
 
 
+UNUSABLE_SHOWN = 5  # unusable input files named in the ledger (with the count of all)
+
+
+def usable(report: dict) -> bool:
+    """Whether a file gave anything to judge: a page (crawl formats) or a row with a url and
+    a caption (url lists). A page without images is usable; a file of garbage is not."""
+    return report["pages"] > 0 or report["links"] > 0
+
+
+def why_unusable(report: dict) -> str:
+    if report.get("problem"):
+        return report["problem"]
+    if not report["bytes"]:
+        return "empty file"
+    return "no pages (no HTML or metadata records of web pages)" if report["format"] in ("wat", "warc") else "no rows"
+
+
 def merge_reports(reports: Iterable[dict]) -> dict:
+    reports = list(reports)
     total = {"job": STAGE, "files": 0, "records": 0, "pages": 0, "links": 0, "candidates": 0,
              "rejected": Counter(), "errors": Counter()}
     for r in reports:
@@ -529,6 +554,8 @@ def merge_reports(reports: Iterable[dict]) -> dict:
         total["rejected"].update(r["rejected"])
         total["errors"].update(r["errors"])
     total["errors"] = dict(sorted(total["errors"].items()))
+    total["usable_files"] = sum(1 for r in reports if usable(r))
+    total["unusable"] = sorted((r["path"], why_unusable(r)) for r in reports if not usable(r))[:UNUSABLE_SHOWN]
     total.update(schemas.run.ledger(STAGE, [schemas.run.step("links", total["links"], total["candidates"],
                                                              total["rejected"])]))
     return total
@@ -584,14 +611,23 @@ def run(argv: list[str] | None = None) -> dict:
         raise schemas.UserError("--output is required")
     cfg = ExtractConfig(max_alt_chars=args.max_alt_chars, max_url_chars=args.max_url_chars,
                         url_col=args.url_col, caption_col=args.caption_col, fmt=args.format)
+    for flag in ("max_alt_chars", "max_url_chars"):
+        if getattr(args, flag) <= 0:
+            raise schemas.UserError(f"--{flag.replace('_', '-')} {getattr(args, flag)}: must be positive")
     files = fileio.named_inputs(args.input)
     for f, _ in files:
         detect_format(f, cfg.fmt)  # fail now, in one line, not in a worker
     fileio.makedirs(args.output)
     start = time.perf_counter()
-    with options.quiet_local_workers(beam_options), beam.Pipeline(options=beam_options) as p:
+    with (options.quiet_local_workers(beam_options), options.progress_of(beam_options, STAGE, {"files": len(files)}),
+          beam.Pipeline(options=beam_options) as p):
         build(p, files, args.output, cfg)
     stats = fileio.read_json(fileio.join(args.output, STATS_FILE))
+    if stats["files"] and not stats["usable_files"]:
+        shown = "; ".join(f"{fileio.basename(path)}: {why}" for path, why in stats["unusable"])
+        more = f" (and {stats['files'] - len(stats['unusable']):,} more)" if stats["files"] > len(stats["unusable"]) else ""
+        raise schemas.UserError(f"no usable input: none of the {stats['files']:,} file(s) gave a page or a row: "
+                                f"{shown}{more}; ledger in {fileio.join(args.output, STATS_FILE)}")
     stats["seconds"] = round(time.perf_counter() - start, 2)
     stats["output"] = args.output
     return stats

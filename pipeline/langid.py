@@ -58,6 +58,18 @@ class LanguageId:
         return got
 
 
+def known_languages(backend: str) -> frozenset[str]:
+    """The codes ``backend`` can answer with, ``und`` (undecided) included."""
+    if backend == "langdetect":
+        import langdetect
+
+        profiles = Path(langdetect.__file__).parent / "profiles"
+        return frozenset({UNDETERMINED, *(p.name for p in profiles.iterdir())})
+    import wordfreq
+
+    return frozenset({UNDETERMINED, *wordfreq.available_languages("best")})
+
+
 def _langdetect(text: str) -> tuple[str, float]:
     from langdetect import detect_langs
     from langdetect.lang_detect_exception import LangDetectException

@@ -25,7 +25,9 @@ from typing import Callable, Iterator
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from pipeline import progress
 from pipeline.cli import Parser
+from schemas.cli import interrupted
 from schemas import UserError
 
 LOCAL_RUNNER = "FnApiRunner"
@@ -131,6 +133,8 @@ def quiet_local_workers(beam_options: PipelineOptions) -> Iterator[None]:
     def pump() -> None:
         with os.fdopen(read_end, "rb") as src:
             for line in src:
+                if interrupted.is_set():
+                    continue  # workers torn down by Ctrl-C: the command says it in one line
                 if not line.startswith((b"INFO:", b"WARNING:root:apitools", b"WARNING:__main__:No semi_persistent")):
                     os.write(saved, line)
 
@@ -146,12 +150,20 @@ def quiet_local_workers(beam_options: PipelineOptions) -> Iterator[None]:
         relay.setLevel(relay_level)
 
 
-def run_counted(pipeline, beam_options: PipelineOptions, namespace: str) -> dict[str, int]:
-    """Run ``pipeline`` to the end (local worker chatter filtered) and return its counters
-    in ``namespace`` by name (committed values where the runner has them)."""
+def progress_of(beam_options: PipelineOptions, namespace: str, totals: dict[str, int],
+                unit: str = "records") -> progress.Reporter:
+    """Progress lines while a job runs on this machine (``pipeline.progress``)."""
+    return progress.Reporter(namespace.rsplit(".", 1)[-1], totals, beam_options.get_all_options().get("runner"), unit)
+
+
+def run_counted(pipeline, beam_options: PipelineOptions, namespace: str, totals: dict[str, int] | None = None,
+                unit: str = "records") -> dict[str, int]:
+    """Run ``pipeline`` to the end (local worker chatter filtered; progress lines when
+    ``totals`` says what units of work it has) and return its counters in ``namespace`` by
+    name (committed values where the runner has them)."""
     from apache_beam.metrics.metric import MetricsFilter
 
-    with quiet_local_workers(beam_options):
+    with quiet_local_workers(beam_options), progress_of(beam_options, namespace, totals or {}, unit):
         result = pipeline.run()
         result.wait_until_finish()
     counters: dict[str, int] = {}

@@ -44,7 +44,7 @@ from apache_beam.metrics import Metrics
 
 import schemas
 from schemas import columns as C
-from pipeline import options, outputs, tario
+from pipeline import options, outputs, progress, tario
 from schemas import fileio
 from pipeline.imagehashes import IMAGE_EXTENSIONS
 
@@ -117,6 +117,7 @@ class JoinRangeFn(beam.DoFn):
             cur = pa.concat_tables(curs)
             cur = cur.filter(pc.is_in(cur.column(C.UID), value_set=keep.column(C.UID)))
             meta = {r[C.UID]: r for r in cur.to_pylist()}
+        progress.tick("ranges", keep.num_rows)
         by_range: dict[int, list[dict]] = defaultdict(list)
         for k in keep.to_pylist():
             m = meta.get(k[C.UID])
@@ -237,6 +238,7 @@ def write_shard(group: tuple[str, Iterable[list]], output: str) -> dict:
              "caption_chars": chars, "file_sha256": digest.hexdigest()}
     fileio.write_json(fileio.join(output, f"{name}_stats.json"), stats)
     _counter("kept").inc(len(rows))
+    progress.tick("shards")
     return stats
 
 
@@ -346,7 +348,8 @@ def run(argv: list[str] | None = None) -> dict:
     start = time.perf_counter()
     p = beam.Pipeline(options=beam_options)
     build(p, keep_files, curated_files, source_tars, args.output, args.samples_per_shard, args.seed, bits)
-    counters = options.run_counted(p, beam_options, f"openwit.{STAGE}")
+    counters = options.run_counted(p, beam_options, f"openwit.{STAGE}",
+                                   {"ranges": 1 << bits, "shards": -(-n_keep // args.samples_per_shard)}, "samples")
     kept, missing = counters.get("kept", 0), counters.get("missing_sample", 0)
     n_shards = -(-kept // args.samples_per_shard)
     stale = _remove_stale(args.output, n_shards)

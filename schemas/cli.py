@@ -8,6 +8,9 @@ not its help text spells it out.
 from __future__ import annotations
 
 import argparse
+import logging
+import signal
+import threading
 
 from schemas.errors import UserError
 
@@ -37,3 +40,22 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> None:  # type: ignore[override]
         raise self.error_type(f"{message} (see `{self.prog} --help`)")
+
+
+# Set once the user presses Ctrl-C: whatever the job's threads and worker processes print
+# while they are torn down is then dropped, so the command's last word is one line.
+interrupted = threading.Event()
+
+
+def _on_interrupt(signum, frame) -> None:
+    interrupted.set()
+    logging.disable(logging.CRITICAL)
+    threading.excepthook = lambda args: None  # worker threads dying of the interrupt
+    raise KeyboardInterrupt
+
+
+def catch_interrupt() -> None:
+    """Ctrl-C raises KeyboardInterrupt in the main thread, as by default, and silences the
+    teardown that follows (see ``interrupted``)."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, _on_interrupt)

@@ -232,6 +232,12 @@ def makedirs(path: str) -> None:
             os.makedirs(path, exist_ok=True)
         except OSError as e:
             raise UserError(f"{path}: cannot create this folder ({e.strerror})") from None
+        try:  # an existing folder may still refuse files (permissions, a read-only mount)
+            fd, probe = tempfile.mkstemp(prefix=".openwit-write-probe-", dir=path)
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as e:
+            raise UserError(f"{path}: cannot write here ({e.strerror})") from None
         return
     fs, p = filesystem(path)
     probe = posixpath.join(p, ".openwit-write-probe")
@@ -373,7 +379,12 @@ def expand_inputs_with_roots(specs: list[str]) -> list[tuple[str, str]]:
                 continue
             if re.search(r"\.paths(\.gz)?$", item):
                 root = dirname(item)
-                for f in _read_path_list(item):
+                listed = _read_path_list(item)
+                missing = missing_files(listed)
+                if missing:
+                    raise UserError(f"--input {item}: {len(missing):,} of the {len(listed):,} files it lists do not "
+                                    f"exist (first: {missing[0]})")
+                for f in listed:
                     found.setdefault(f, root)
                 continue
             matched, root = _match(item)
@@ -459,6 +470,17 @@ def _glob_regex(pattern: str) -> str:
             out.append(re.escape(pattern[i]))
             i += 1
     return "".join(out)
+
+
+def missing_files(paths: list[str]) -> list[str]:
+    """Those of ``paths`` that are not files, in order: one listing per folder, not one
+    request per file (a Common Crawl path list names ~100,000 files in ~100 folders)."""
+    by_folder: dict[str, set[str]] = {}
+    for p in paths:
+        by_folder.setdefault(dirname(p), set())
+    for folder in by_folder:
+        by_folder[folder] = {name for name, _, _ in listing(folder)}
+    return [p for p in paths if basename(p) not in by_folder[dirname(p)]]
 
 
 def _read_path_list(path: str) -> list[str]:

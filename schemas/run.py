@@ -44,6 +44,7 @@ BY_NAME = {s.name: s for s in STAGES}
 # Under a Beam stage's output folder: the files its steps hand each other instead of rows
 # through the runner; removed when the stage finishes.
 SCRATCH_FOLDER = "_scratch"
+DOWNLOAD_LOG = "img2dataset.log"  # in the download output: img2dataset's own output, kept apart from ours
 TRAIN_FOLDER = "train"
 EVAL_FILE = "eval/results.json"
 REPORT_FILE = "report.html"

@@ -125,6 +125,16 @@ def test_unknown_command():
     (["queries", "frobnicate"], ["unknown subcommand"]),
     (["curate", "--input", "/tmp", "--output", "/tmp/x", "--queries", "/nonexistent.txt"], ["/nonexistent.txt"]),
     (["curate", "--langid", "magic"], ["--langid"]),
+    (["curate", "--input", "/tmp", "--output", "/tmp/x", "--t", "-5"], ["--t -5", "positive"]),
+    (["curate", "--input", "/tmp", "--output", "/tmp/x", "--t", "nan"], ["--t nan", "positive"]),
+    (["curate", "--input", "/tmp", "--output", "/tmp/x", "--languages", "en,xx"], ["--languages en,xx", "xx is not"]),
+    (["curate", "--input", "/tmp", "--output", "/tmp/x", "--langid", "langdetect", "--languages", "fil"],
+     ["fil is not a code the langdetect"]),
+    (["curate", "--input", "/tmp", "--output", "/tmp/x", "--min-chars", "50", "--max-chars", "10"], ["--min-chars 50"]),
+    (["curate", "--input", "/tmp", "--output", "/tmp/x", "--min-words", "-1"], ["--min-words -1"]),
+    (["extract", "--input", "/etc/hostname", "--format", "csv", "--output", "/tmp/x", "--max-alt-chars", "0"],
+     ["--max-alt-chars 0", "positive"]),
+    (["extract", "--input", "/etc/hostname", "--format", "csv", "--output", "/proc"], ["/proc", "cannot write here"]),
     (["download", "--output", "/tmp/x"], ["--input and --output are required"]),
     (["download", "--input", "/nonexistent", "--output", "/tmp/x"], ["/nonexistent"]),
     (["dedupe", "--input", "/nonexistent", "--output", "/tmp/x"], ["/nonexistent"]),
@@ -147,6 +157,44 @@ def test_unwritable_output_folder_ends_in_one_line(tmp_path):
     blocker.write_text("x")
     assert_one_line_error(run("synth", "--out", str(blocker / "crawl"), "--pages", "5"), str(blocker))
     assert_one_line_error(run("demo", "--output", str(blocker / "demo")), str(blocker))
+
+
+def test_unusable_input_files_exit_2_and_say_why(tmp_path):
+    """Input that is there but gives nothing to judge (a url list without the caption column,
+    a CSV read as WAT, an empty file) is not a successful run of 0 candidates: exit 2 with
+    the reason, the ledger still written. One usable file among unusable ones is a run."""
+    (tmp_path / "nocap.csv").write_text("link,alt\nhttp://a.example/x.jpg,a cat\n")
+    (tmp_path / "ok.csv").write_text("url,caption\nhttp://a.example/x.jpg,a cat on a mat\n")
+    (tmp_path / "empty.wat").write_bytes(b"")
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"src": ["http://a.example/x.jpg"], "label": ["a cat"]}),  # not-a-column: foreign
+                   tmp_path / "other.parquet")
+    cases = [(["nocap.csv"], [], ["nocap.csv", "'caption'"]),
+             (["ok.csv"], ["--format", "wat"], ["ok.csv", "bad_record"]),
+             (["empty.wat"], [], ["empty.wat: empty file"]),
+             (["other.parquet"], [], ["other.parquet", "no column 'url'"]),
+             (["nocap.csv,empty.wat"], [], ["none of the 2 file(s)", "nocap.csv", "empty.wat"])]
+    for i, (inputs, extra, words) in enumerate(cases):
+        out = tmp_path / f"out{i}"
+        proc = run("extract", "--input", ",".join(str(tmp_path / x) for x in inputs[0].split(",")),
+                   "--output", str(out), *extra)
+        assert_one_line_error(proc, "no usable input", *words)
+        assert (out / "extract_stats.json").exists()  # the ledger says it too
+    proc = run("extract", "--input", f"{tmp_path / 'ok.csv'},{tmp_path / 'empty.wat'}", "--output", str(tmp_path / "mixed"))
+    assert proc.returncode == 0, proc.stderr
+    assert "-> 1 candidates" in proc.stdout
+
+
+def test_path_list_entries_are_checked_before_any_worker(tmp_path):
+    crawl = tmp_path / "crawl"
+    crawl.mkdir()
+    (crawl / "a.csv").write_text("url,caption\nhttp://a.example/x.jpg,a cat on a mat\n")
+    (tmp_path / "list.paths").write_text("crawl/a.csv\ncrawl/b.csv\nelsewhere/c.csv\n")
+    proc = run("extract", "--input", str(tmp_path / "list.paths"), "--output", str(tmp_path / "out"))
+    assert_one_line_error(proc, "list.paths", "2 of the 3 files it lists do not exist", "crawl/b.csv")
+    assert not (tmp_path / "out").exists()  # refused before anything ran
 
 
 def test_synth_writes_a_crawl_and_serve_serves_it(tmp_path):
@@ -176,7 +224,8 @@ def test_demo_quick_runs_end_to_end(tmp_path):
     page = tmp_path / "demo" / "report.html"
     assert f"report: {page} (open it in a browser)" in proc.stdout
     summary = proc.stdout[proc.stdout.index("funnel:"):]
-    for line in ("| zeroshot_shape | zeroshot |", "| zeroshot_colour | linear_probe |", "| retrieval | retrieval |",
+    for line in ("| zeroshot_shape | zeroshot_classification |", "| zeroshot_colour | linear_probe |",
+                 "| retrieval | zeroshot_retrieval |",
                  "learning goal, zero-shot on held-out combinations:", "  step   shape  colour"):
         assert line in summary, line
     assert "funnel:" in proc.stdout and "curated pairs" in proc.stdout
@@ -185,3 +234,22 @@ def test_demo_quick_runs_end_to_end(tmp_path):
     assert "duplicates byte-identical to their original: 8/8" in proc.stdout
     assert "0 fetches of a forbidden redirect target, 0 fetches of robots-disallowed paths" in proc.stdout
     check_report_in_chromium(page, ALL_FIGURES, samples=24)
+
+
+def test_ctrl_c_ends_a_running_job_in_one_line(tmp_path):
+    """Ctrl-C reaches the whole process group (the launcher and Beam's worker processes):
+    the command says it was interrupted, in one line, with no worker's traceback."""
+    import signal
+
+    for j in range(40):
+        rows = "".join(f"http://h{i % 7}.example/{j}-{i}.jpg,a photo of a red cat number {i}\n" for i in range(25_000))
+        (tmp_path / f"part{j:02d}.csv").write_text("url,caption\n" + rows)
+    env = {**os.environ, "OPENWIT_PROGRESS_SECONDS": "0.2", "NO_ALBUMENTATIONS_UPDATE": "1"}
+    proc = subprocess.Popen([*OPENWIT, "extract", "--input", str(tmp_path / "*.csv"), "--output", str(tmp_path / "out")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
+    first = proc.stderr.readline()  # the first progress line: the workers are busy
+    assert first.startswith("[extract] files "), first
+    os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
+    _, err = proc.communicate(timeout=120)
+    lines = [x for x in err.splitlines() if not x.startswith("[extract] files ")]
+    assert proc.returncode == 130 and lines == ["openwit extract: interrupted"], err

@@ -70,7 +70,9 @@ def test_status_faults(web, rows):
 
 
 def test_unavailable_then_ok(web, rows):
-    url = urls_with(rows, "unavailable_then_ok", 1)[0]
+    # the server remembers the request target, query included: one that no other test of
+    # this session's server (downloads, the probe) has asked for
+    url = urls_with(rows, "unavailable_then_ok", 1)[0] + "?test=unavailable_then_ok"
     status, headers, _ = get(url)
     assert status == 503 and headers["retry-after"] == "1"
     status, _, body = get(url)
