@@ -22,6 +22,19 @@ from schemas.cli import Parser, catch_interrupt
 __all__ = ["PROG", "Parser", "main"]
 
 PROG = "openwit"
+# Packages of the optional extras, by the import name a missing one fails with
+EXTRAS = {"torch": "train", "torchvision": "train", "open_clip": "train", "open_clip_train": "train",
+          "deepspeed": "train", "sklearn": "train", "tensorboard": "train", "s3fs": "aws", "gcsfs": "gcp",
+          "pyspark": "spark", "airflow": "airflow"}
+
+
+def missing_extra(e: ModuleNotFoundError) -> str | None:
+    """The one line for a package of an extra that is not installed (None for another)."""
+    top = (e.name or "").split(".")[0]
+    extra = EXTRAS.get(top)
+    if extra is None:
+        return None
+    return f"needs the '{extra}' extra ({top} is not installed): pip install 'openwit[{extra}]'"
 
 
 def _commands() -> dict[str, object]:
@@ -82,6 +95,11 @@ def main(argv: list[str] | None = None) -> int:
         return int(module.main(argv[1:]) or 0)
     except UserError as e:
         print(f"{PROG} {name}: error: {e}", file=sys.stderr)
+    except ModuleNotFoundError as e:
+        line = missing_extra(e)
+        if line is None:
+            raise
+        print(f"{PROG} {name}: error: {line}", file=sys.stderr)
     except OSError as e:
         if e.filename is None and not isinstance(e, (ConnectionError, TimeoutError)):
             raise

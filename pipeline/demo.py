@@ -121,6 +121,12 @@ def main(argv: list[str]) -> int:
     pages, sample = (300, 8) if args.quick else (args.pages, args.sample)
     if pages <= 0 or sample <= 0:
         raise schemas.UserError("--pages and --sample must be positive")
+    import importlib.util
+
+    missing = [m for m in ("torch", "open_clip", "deepspeed", "sklearn") if importlib.util.find_spec(m) is None]
+    if missing:  # now, not after the pipeline has run for minutes
+        raise schemas.UserError(f"the demo trains a model and needs the 'train' extra ({', '.join(missing)} not "
+                                "installed): pip install 'openwit[train]'")
     out = Path(args.output)
     try:
         out.mkdir(parents=True, exist_ok=True)

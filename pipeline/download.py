@@ -306,7 +306,7 @@ def _check_fsspec(out: str) -> None:
 
         fsspec.get_filesystem_class(scheme)
     except (ImportError, ValueError) as e:
-        extra = {"s3": "s3", "s3a": "s3", "gs": "gcs", "gcs": "gcs"}.get(scheme, scheme)
+        extra = {"s3": "aws", "s3a": "aws", "gs": "gcp", "gcs": "gcp"}.get(scheme, scheme)
         raise schemas.UserError(f"--output {out}: img2dataset cannot write {scheme}:// here "
                                 f"(pip install 'openwit[{extra}]'): {e}") from None
 

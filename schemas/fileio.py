@@ -37,7 +37,7 @@ from schemas.errors import UserError
 
 _CACHE: dict[tuple, pafs.FileSystem] = {}
 _ENV = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ACCESS_KEY_ID", "AWS_DEFAULT_REGION", "AWS_REGION",
-        "AWS_PROFILE", "GOOGLE_APPLICATION_CREDENTIALS")
+        "AWS_PROFILE", "GOOGLE_APPLICATION_CREDENTIALS", "OPENWIT_GCS_RETRY_SECONDS")
 
 
 def is_local(path: str) -> bool:
@@ -58,12 +58,28 @@ def filesystem(url: str) -> tuple[pafs.FileSystem, str]:
         if fs is None:
             # the client from the bucket alone: a key is any text (spaces, accents, brackets),
             # which pyarrow's URI parser would refuse
-            fs = _CACHE[key] = pafs.FileSystem.from_uri(f"{scheme}://{bucket}")[0]
+            fs = _CACHE[key] = _gcs() if scheme in ("gs", "gcs") else pafs.FileSystem.from_uri(f"{scheme}://{bucket}")[0]
     except OSError as e:  # a known scheme whose store does not answer (resolving the bucket's region)
         raise UserError(f"{url}: cannot reach it ({type(e).__name__}: {str(e)[:300]})") from None
     except Exception as e:  # noqa: BLE001 - pyarrow raises ArrowInvalid for an unknown scheme
         raise UserError(f"{url}: no filesystem for {scheme}:// ({type(e).__name__}: {str(e)[:300]})") from None
     return fs, rest.rstrip("/")
+
+
+GCS_RETRY_ENV = "OPENWIT_GCS_RETRY_SECONDS"
+
+
+def _gcs() -> pafs.FileSystem:
+    """pyarrow's GCS client with a bounded retry budget per call (its own default is 15
+    minutes, so a machine without credentials or network would seem to hang): 120 seconds,
+    or ``OPENWIT_GCS_RETRY_SECONDS``."""
+    import datetime
+
+    try:
+        seconds = float(os.environ.get(GCS_RETRY_ENV, "120"))
+    except ValueError:
+        raise UserError(f"{GCS_RETRY_ENV}={os.environ[GCS_RETRY_ENV]!r}: expected a number of seconds") from None
+    return pafs.GcsFileSystem(retry_time_limit=datetime.timedelta(seconds=seconds))
 
 
 @contextlib.contextmanager

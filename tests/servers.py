@@ -9,9 +9,11 @@ import time
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free loopback port below the ephemeral range (no outgoing connection takes it
+    before the server that is given it listens)."""
+    from pipeline.synth.server import free_hosts
+
+    return int(free_hosts(1, ips=1)[0].rsplit(":", 1)[1])
 
 
 def wait_for_port(port: int, proc: subprocess.Popen, what: str, timeout: float = 90) -> None:

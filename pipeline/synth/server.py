@@ -26,6 +26,7 @@ import http.client
 import json
 import multiprocessing
 import queue
+import os
 import socket
 import threading
 import time
@@ -325,20 +326,40 @@ def _serve_in_process(hosts: tuple[str, ...], slow_seconds: float, stop, results
 
 
 def free_hosts(count: int, ips: int = 4) -> tuple[str, ...]:
-    """``count`` virtual hosts laid out as ``crawl.default_hosts`` on ports free right now."""
+    """``count`` virtual hosts laid out as ``crawl.default_hosts`` on ports free right now.
+
+    The ports lie below the kernel's ephemeral range: a port from that range can be taken
+    by any outgoing connection (another process's HTTP client) between now and the moment
+    the server listens, a port below it only by another listener."""
+    import random
+
     ips = max(1, min(ips, count))
     per_ip = -(-count // ips)
     addresses = [f"127.0.0.{1 + i}" for i in range(ips)]
-    for _ in range(50):
-        with socket.socket() as s:
-            s.bind((addresses[0], 0))
-            base = s.getsockname()[1]
+    low, high = 20_000, _ephemeral_low() - per_ip
+    draw = random.Random(f"{os.getpid()}-{time.time_ns()}")
+    for _ in range(200):
+        base = draw.randrange(low, high) if high > low else _any_port(addresses[0])
         if base + per_ip >= 65535:
             continue
         if all(_port_free(ip, p) for ip in addresses for p in range(base, base + per_ip)):
             return tuple(f"{addresses[i % ips]}:{base + i // ips}" for i in range(count))
         time.sleep(0.01)
     raise OSError(f"no block of {per_ip} free ports on {ips} loopback addresses")
+
+
+def _ephemeral_low() -> int:
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as fh:
+            return int(fh.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32_768  # Linux's default
+
+
+def _any_port(ip: str) -> int:
+    with socket.socket() as s:
+        s.bind((ip, 0))
+        return s.getsockname()[1]
 
 
 def _port_free(ip: str, port: int) -> bool:

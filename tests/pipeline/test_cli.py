@@ -253,3 +253,16 @@ def test_ctrl_c_ends_a_running_job_in_one_line(tmp_path):
     _, err = proc.communicate(timeout=120)
     lines = [x for x in err.splitlines() if not x.startswith("[extract] files ")]
     assert proc.returncode == 130 and lines == ["openwit extract: interrupted"], err
+
+
+def test_a_gs_url_without_credentials_is_one_line_not_a_hang(tmp_path):
+    """pyarrow's GCS client retries for 15 minutes by default; openwit bounds each call's
+    retries (OPENWIT_GCS_RETRY_SECONDS), so a machine without credentials or network hears
+    why in one line, for an input and for an output."""
+    env = {k: v for k, v in os.environ.items() if k != "GOOGLE_APPLICATION_CREDENTIALS"}
+    env.update({"OPENWIT_GCS_RETRY_SECONDS": "2", "NO_ALBUMENTATIONS_UPDATE": "1"})
+    (tmp_path / "ok.csv").write_text("url,caption\nhttp://a.example/x.jpg,a cat on a mat\n")
+    for args in (["--input", "gs://openwit-no-such-bucket/crawl/x.wat.gz", "--output", str(tmp_path / "o")],
+                 ["--input", str(tmp_path / "ok.csv"), "--output", "gs://openwit-no-such-bucket/out"]):
+        proc = subprocess.run([*OPENWIT, "extract", *args], capture_output=True, text=True, env=env, timeout=120)
+        assert_one_line_error(proc, "gs://openwit-no-such-bucket")

@@ -202,3 +202,51 @@ def test_shard_order_says_nothing_about_how_common_a_query_is(seed):
     assert all(abs(c - decile * share) < 4.5 * sd for c in counts), (counts, decile * share, sd)
     chi2 = sum((c - decile * share) ** 2 / (decile * share * (1 - share)) for c in counts)
     assert chi2 < 27.9, counts  # chi-square, 9 degrees of freedom, p = 0.001
+
+
+READER_OPEN_CLIP = textwrap.dedent("""
+    import json, logging, sys
+    import open_clip
+    from open_clip_train.data import get_wds_dataset
+    from open_clip_train.params import parse_args
+
+    urls, samples = sys.argv[1], int(sys.argv[2])
+    errors = []
+
+    class Errors(logging.Handler):
+        def emit(self, record):
+            errors.append(record.getMessage())
+
+    logging.getLogger().addHandler(Errors(level=logging.WARNING))
+    # open_clip_train's own flags and its own loader, unpatched, as its main() calls it
+    args = parse_args(["--train-data", urls, "--dataset-type", "webdataset", "--train-num-samples", str(samples),
+                       "--batch-size", "4", "--workers", "2", "--seed", "0", "--model", "ViT-B-32"])
+    args.world_size, args.rank, args.distributed = 1, 0, False
+    preprocess = open_clip.image_transform(64, is_train=True)
+    data = get_wds_dataset(args, preprocess, is_train=True, epoch=0, tokenizer=open_clip.get_tokenizer("ViT-B-32"))
+    data.set_epoch(0)
+    seen, shapes = 0, set()
+    for images, texts in data.dataloader:
+        seen += images.shape[0]
+        shapes.add((tuple(images.shape[1:]), tuple(texts.shape[1:])))
+    print(json.dumps({"seen": seen, "batches": data.dataloader.num_batches, "shapes": sorted(map(str, shapes)),
+                      "errors": errors}))
+""")
+
+
+@pytest.mark.slow
+def test_open_clip_train_reads_the_shards_as_they_are(made, tmp_path):
+    """open_clip's trainer (open_clip_train.data.get_wds_dataset, with the arguments its own
+    parser makes) reads `openwit shard` output in openwit's environment, unpatched: every
+    batch decodes, with no webdataset error on the way."""
+    root, out, stats = made
+    script = tmp_path / "open_clip_reader.py"
+    script.write_text(READER_OPEN_CLIP)
+    urls = str(out / ("{00000..%05d}.tar" % (stats["shards"] - 1)))
+    total = stats["kept"]
+    proc = subprocess.run([sys.executable, str(script), urls, str(total)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["errors"] == [], result["errors"][:3]
+    assert result["seen"] == result["batches"] * 4 and result["seen"] >= total - 4 * 2  # an epoch, as it counts one
+    assert result["shapes"] == [str(((3, 64, 64), (77,)))]
