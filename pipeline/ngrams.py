@@ -32,6 +32,7 @@ from typing import Iterable, Iterator
 import apache_beam as beam
 
 from schemas import fileio
+from pipeline import progress
 from pipeline.matching import PUNCT_TO_WRAP, spaced
 
 NAMESPACE = "openwit.queries"
@@ -154,6 +155,7 @@ class CountRange(beam.DoFn):
         self.docs.inc(docs)
         self.bad_json.inc(bad)
         self.missing.inc(missing)
+        progress.tick("ranges", docs)
 
 
 def split_parts(uni: Counter, bi: Counter, shards: int) -> list[tuple[int, tuple[dict, dict]]]:

@@ -148,10 +148,11 @@ def _sum_columns(rows) -> tuple[int, int, int]:
     return tuple(sum(col) for col in zip(*rows)) if rows else (0, 0, 0)
 
 
-def count_corpus(p: beam.Pipeline, files: list[str], args: argparse.Namespace, out: str, with_unigrams: bool) -> None:
+def count_corpus(p: beam.Pipeline, files: list[str], args: argparse.Namespace, out: str, with_unigrams: bool) -> int:
     """The Beam graph: documents -> counts -> unigram and bigram candidates (Parquet) and
-    the corpus totals (corpus.json)."""
-    byte_ranges = p | "Ranges" >> beam.Create(ngrams.ranges(files, lambda f: _format(f, args.format)))
+    the corpus totals (corpus.json). Returns the number of byte ranges (units of work)."""
+    ranges = ngrams.ranges(files, lambda f: _format(f, args.format))
+    byte_ranges = p | "Ranges" >> beam.Create(ranges)
     split = (byte_ranges
              | "Ngrams" >> ngrams.CountNgrams(args.text_field, args.lowercase)
              | "Split" >> beam.ParDo(ngrams.SplitCounts(args.min_bigram_count)).with_outputs(
@@ -182,6 +183,7 @@ def count_corpus(p: beam.Pipeline, files: list[str], args: argparse.Namespace, o
     (p | "Once" >> beam.Create([None])
      | "Finish" >> beam.Map(finish, beam.pvalue.AsSingleton(totals), beam.pvalue.AsSingleton(written[0]),
                             beam.pvalue.AsSingleton(written[1])))
+    return len(ranges)
 
 
 # -- assembling the list ------------------------------------------------------------------
@@ -284,8 +286,8 @@ def build(argv: list[str]) -> dict:
     corpus = {}
     if files:
         p = beam.Pipeline(options=beam_options)
-        count_corpus(p, files, args, args.output, with_unigrams=unigram_table is None)
-        counters = options.run_counted(p, beam_options, ngrams.NAMESPACE)
+        units = count_corpus(p, files, args, args.output, with_unigrams=unigram_table is None)
+        counters = options.run_counted(p, beam_options, ngrams.NAMESPACE, {"ranges": units}, "documents")
         corpus = {**fileio.read_json(fileio.join(args.output, CORPUS_FILE)), "files": len(files),
                   "documents": counters.get("documents", 0), "bad_json": counters.get("bad_json", 0),
                   "missing_field": counters.get("missing_field", 0)}
