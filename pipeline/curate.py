@@ -12,14 +12,18 @@ Steps, cheapest and most selective first, and what their order means for the cou
 3. dedupe   exact, on the uid extract fixed = hash(url, repaired text): the copy with the smallest
             (source_file, source_offset) is kept, the others are duplicate_uid; with
             --dedupe-url also one row per url (smallest uid kept), duplicate_url.
-4. counts   exact global count of deduplicated texts per matched query (QUERY_COUNTS).
-5. balance  keep with 1 - prod(1 - t / max(count_q, t)) by a hash of (seed, uid);
-            drop balanced_out. Counts include texts that step 6 later drops as
-            non-English: their share of a head query's budget is lost, not reassigned.
-6. language language id (cached by text) on the survivors only, the fewest rows it can
-            run on; drop language_filtered unless the language is allowed. Backends:
-            wordfreq (default: a word-frequency model over 42 languages) or langdetect
-            (seeded); docs/benchmarks.md compares them on a labelled sample.
+4. language language id (cached by text) on every deduplicated text, fused with step 3;
+            drop language_filtered unless the language is allowed (--languages, default
+            en). Before counting, as MetaCLIP does: a head query's budget goes to texts
+            that are kept, not to texts dropped later. Backends: web (default: script
+            rules, fastText's lid.176 over 176 languages, re-ranked by word frequencies),
+            fasttext, wordfreq or langdetect (seeded); docs/benchmarks.md compares them on
+            real labelled text.
+5. counts   exact global count, per language, of the texts left that match each query
+            (QUERY_COUNTS has a row per language and query). With --languages en this
+            is MetaCLIP v1: the English pool, then counts, then balancing.
+6. balance  keep with 1 - prod(1 - t / max(count_(lang,q), t)) by a hash of (seed, uid),
+            each text against its own language's counts; drop balanced_out.
 
 Outputs under --output: curated/part-*.parquet (sorted by uid; img2dataset reads it with
 --url_col url --caption_col text), query_counts/, rejects/, curate_stats.json (the ledger:
@@ -28,7 +32,7 @@ for every step, in = kept + sum(rejected)).
 Memory: the steps hand each other rows through exchange files under --output/_scratch/
 (removed at the end), never through the runner, and every unit of work is bounded by
 --rows-per-file candidates: one unit of candidate files for steps 1-2, one shard for step
-3, a stream for steps 5-6. The launcher's and each worker's memory stay flat as the crawl
+3-4, a stream for step 6. The launcher's and each worker's memory stay flat as the crawl
 grows (docs/benchmarks.md).
 """
 
@@ -52,16 +56,16 @@ import schemas
 from schemas import columns as C
 from pipeline import balance, options, outputs, progress, textclean
 from schemas import fileio
-from pipeline.langid import BACKENDS, LanguageId, known_languages
+from pipeline.langid import BACKENDS, DEFAULT_BACKEND, LanguageId, known_languages
 from pipeline.matching import QueryMatcher, load_entries
 
 SUMMARY = "match, balance, deduplicate and language-tag candidates into the url list to download (Beam)"
 STAGE = schemas.run.CURATE
-STEPS = ("clean", "match", "dedupe", "balance", "language")
+STEPS = ("clean", "match", "dedupe", "language", "balance")
 STATS_FILE = schemas.run.stage(STAGE).ledger
 REJECTS, CURATED, QUERY_COUNTS_FOLDER = "rejects", "curated", "query_counts"
 SCRATCH = schemas.run.SCRATCH_FOLDER  # the exchange between steps; removed when the job ends
-EXCHANGE = schemas.CURATED  # exchanged rows have the CURATED columns (language still empty)
+EXCHANGE = schemas.CURATED  # exchanged rows have the CURATED columns (language set by step 4)
 BATCH_ROWS = 50_000
 MATCH_COUNTS, WRITTEN = "match_counts", "written"  # tagged outputs
 # Output shards at the least: enough parallel work for a local run, and fixed, so the
@@ -252,41 +256,72 @@ def dedupe_table(table: pa.Table, dedupe_url: bool) -> tuple[pa.Table, list[dict
     return kept, rejects
 
 
+def language_table(table: pa.Table, langid: LanguageId, allowed: frozenset[str] | None) -> tuple[pa.Table, list[dict]]:
+    """Step 4 on one shard's deduplicated rows: language and its probability set on every
+    row; the rows of languages not allowed come back as language_filtered rejects."""
+    found = [langid.detect(text) for text in table[C.TEXT].to_pylist()]
+    langs = [lang for lang, _ in found]
+    for name, values in ((C.LANG, langs), (C.LANG_PROB, [prob for _, prob in found])):
+        index = table.schema.get_field_index(name)
+        field = table.schema.field(index)
+        table = table.set_column(index, field, pa.array(values, field.type))
+    if allowed is None:
+        return table, []
+    keep = np.fromiter((lang in allowed for lang in langs), dtype=bool, count=len(langs))
+    dropped = table.filter(pa.array(~keep)).select([C.UID, C.URL, C.SOURCE_FILE, C.SOURCE_OFFSET, C.LANG])
+    rejects = [reject_row(row, "language_filtered", row[C.LANG]) for row in dropped.to_pylist()]
+    return table.filter(pa.array(keep)), rejects
+
+
+def language_query_counts(table: pa.Table) -> dict[tuple[str, str], int]:
+    """(language, query) -> texts of that language matching the query, in ``table``."""
+    lengths = pc.list_value_length(table[C.MATCHED_QUERIES]).to_numpy(zero_copy_only=False)
+    pairs = pa.table({C.LANG: pa.array(np.repeat(table[C.LANG].to_numpy(zero_copy_only=False), lengths), pa.string()),
+                      C.QUERY: pc.list_flatten(table[C.MATCHED_QUERIES])})
+    counts = pairs.group_by([C.LANG, C.QUERY]).aggregate([([], "count_all")])
+    return {(lang, query): n for lang, query, n in zip(*(counts[c].to_pylist() for c in (C.LANG, C.QUERY, "count_all")))}
+
+
 class DedupeShardFn(beam.DoFn):
-    """Step 3 on one shard, read from the exchange; its kept rows go to the next exchange
-    file. Emits (shard, that file) and, tagged, the shard's query counts and rejects' name."""
+    """Steps 3 and 4 on one shard, read from the exchange; its kept rows, language set, go
+    to the next exchange file. Emits (shard, that file) and, tagged, the shard's
+    (language, query) counts and its rejects' names."""
 
-    def __init__(self, dedupe_url: bool, output: str):
-        self.dedupe_url, self.output = dedupe_url, output
-
-    def process(self, group: tuple[int, Iterable[tuple[str, list[int]]]]) -> Iterator:
-        shard, refs = group
-        table = read_exchange(sorted(refs))
-        kept, rejects = dedupe_table(table, self.dedupe_url)
-        del table
-        name = f"dedupe-{shard:05d}"
-        outputs.write_rows(fileio.join(self.output, REJECTS, f"{name}.parquet"), rejects, schemas.REJECT)
-        writer = ExchangeWriter(exchange_path(fileio.join(self.output, SCRATCH), "deduped", f"{shard:05d}"))
-        writer.write(kept, BATCH_ROWS)  # read back as a stream
-        writer.close()
-        _count(Counter({("dedupe", "kept"): len(kept)}) + Counter(("dedupe", r[C.REASON]) for r in rejects))
-        counts = pc.value_counts(pc.list_flatten(kept[C.MATCHED_QUERIES])).to_pylist()
-        yield beam.pvalue.TaggedOutput(MATCH_COUNTS, {c["values"]: c["counts"] for c in counts})
-        yield beam.pvalue.TaggedOutput(WRITTEN, name)
-        yield shard, writer.dest
-
-
-class BalanceAndLanguageFn(beam.DoFn):
-    """Steps 5 and 6 on one shard, streamed from the exchange: the deterministic draw, then
-    language id on survivors. Writes curated/part-<shard> (in uid order) and its rejects."""
-
-    def __init__(self, seed: int, allowed: frozenset[str] | None, backend: str, output: str, shards: int):
-        self.seed, self.allowed, self.backend, self.output, self.shards = seed, allowed, backend, output, shards
+    def __init__(self, dedupe_url: bool, output: str, allowed: frozenset[str] | None, backend: str):
+        self.dedupe_url, self.output, self.allowed, self.backend = dedupe_url, output, allowed, backend
 
     def setup(self) -> None:
         self.langid = LanguageId(self.backend)
 
-    def process(self, item: tuple[int, str], counts: dict[str, int], t: float) -> Iterator:
+    def process(self, group: tuple[int, Iterable[tuple[str, list[int]]]]) -> Iterator:
+        shard, refs = group
+        table = read_exchange(sorted(refs))
+        deduped, rejects = dedupe_table(table, self.dedupe_url)
+        del table
+        kept, filtered = language_table(deduped, self.langid, self.allowed)
+        name, lang_name = f"dedupe-{shard:05d}", f"language-{shard:05d}"
+        outputs.write_rows(fileio.join(self.output, REJECTS, f"{name}.parquet"), rejects, schemas.REJECT)
+        outputs.write_rows(fileio.join(self.output, REJECTS, f"{lang_name}.parquet"), filtered, schemas.REJECT)
+        writer = ExchangeWriter(exchange_path(fileio.join(self.output, SCRATCH), "deduped", f"{shard:05d}"))
+        writer.write(kept, BATCH_ROWS)  # read back as a stream
+        writer.close()
+        _count(Counter({("dedupe", "kept"): len(deduped), ("language", "kept"): len(kept)})
+               + Counter(("dedupe", r[C.REASON]) for r in rejects)
+               + Counter({("language", "language_filtered"): len(filtered)}))
+        yield beam.pvalue.TaggedOutput(MATCH_COUNTS, language_query_counts(kept))
+        yield beam.pvalue.TaggedOutput(WRITTEN, name)
+        yield beam.pvalue.TaggedOutput(WRITTEN, lang_name)
+        yield shard, writer.dest
+
+
+class BalanceFn(beam.DoFn):
+    """Step 6 on one shard, streamed from the exchange: the deterministic draw against the
+    counts of each text's language. Writes curated/part-<shard> (in uid order) and its rejects."""
+
+    def __init__(self, seed: int, output: str, shards: int):
+        self.seed, self.output, self.shards = seed, output, shards
+
+    def process(self, item: tuple[int, str], counts: dict[tuple[str, str], int], t: float) -> Iterator:
         shard, path = item
         outcomes: Counter = Counter()
         kept_queries: Counter = Counter()
@@ -296,20 +331,15 @@ class BalanceAndLanguageFn(beam.DoFn):
                                    schemas.CURATED)
         for batch in exchange_batches(path):
             for row in batch.to_pylist():
-                p = balance.keep_probability([counts[q] for q in row[C.MATCHED_QUERIES]], t)
+                lang = row[C.LANG]
+                p = balance.keep_probability([counts[lang, q] for q in row[C.MATCHED_QUERIES]], t)
                 if not balance.keeps(self.seed, row[C.UID], p):
                     outcomes["balance", "balanced_out"] += 1
                     rejects.add(reject_row(row, "balanced_out", f"p={p:.6g}"))
                     continue
                 outcomes["balance", "kept"] += 1
-                kept_queries.update(row[C.MATCHED_QUERIES])
-                lang, prob = self.langid.detect(row[C.TEXT])
-                if self.allowed is not None and lang not in self.allowed:
-                    outcomes["language", "language_filtered"] += 1
-                    rejects.add(reject_row(row, "language_filtered", lang))
-                    continue
-                outcomes["language", "kept"] += 1
-                kept.add({**row, C.LANG: lang, C.LANG_PROB: prob})
+                kept_queries.update((lang, q) for q in row[C.MATCHED_QUERIES])
+                kept.add(row)
         rejects.close()
         kept.close()
         _count(outcomes)
@@ -318,7 +348,7 @@ class BalanceAndLanguageFn(beam.DoFn):
         yield dict(kept_queries)
 
 
-def merge_counts(dicts: Iterable[dict[str, int]]) -> dict[str, int]:
+def merge_counts(dicts: Iterable[dict]) -> dict:
     total: Counter = Counter()
     for d in dicts:
         total.update(d)
@@ -347,13 +377,13 @@ def units(files: list[tuple[str, str, int]], rows: int) -> list[tuple[int, list[
 
 class CurateCandidates(beam.PTransform):
     """Units ``(index, [(candidate file, name), ...])`` -> writes curated/, rejects/ and the
-    scratch exchange under ``output``; returns {'query_counts': {query: (matches, kept)},
+    scratch exchange under ``output``; returns {'query_counts': {(language, query): (matches, kept)},
     't': float, 'written': names of the rejects files written}."""
 
     def __init__(self, queries: str, rules: textclean.TextRules, output: str, shards: int, seed: int = 0,
                  t: float | None = None, target_size: int | None = None,
                  languages: frozenset[str] | None = frozenset({"en"}), lowercase: bool = False,
-                 dedupe_url: bool = False, langid: str = "wordfreq"):
+                 dedupe_url: bool = False, langid: str = DEFAULT_BACKEND):
         super().__init__()
         self.queries, self.rules, self.output, self.shards, self.seed = queries, rules, output, shards, seed
         self.t, self.target_size, self.languages = t, target_size, languages
@@ -365,14 +395,15 @@ class CurateCandidates(beam.PTransform):
         ).with_outputs(WRITTEN, main="refs")
         deduped = (cleaned.refs
                    | "GroupShards" >> beam.GroupByKey()
-                   | "Dedupe" >> beam.ParDo(DedupeShardFn(self.dedupe_url, self.output))
+                   | "DedupeAndLanguage" >> beam.ParDo(DedupeShardFn(self.dedupe_url, self.output, self.languages,
+                                                                    self.langid))
                    .with_outputs(MATCH_COUNTS, WRITTEN, main="files"))
         counts = deduped[MATCH_COUNTS] | "CountQueries" >> beam.CombineGlobally(merge_counts)
         fixed_t, target = self.t, self.target_size
         t = counts | "SolveT" >> beam.Map(
             lambda cs: balance.solve_t(list(cs.values()), target) if target else float(fixed_t or balance.DEFAULT_T))
-        final = deduped.files | "BalanceAndLanguage" >> beam.ParDo(
-            BalanceAndLanguageFn(self.seed, self.languages, self.langid, self.output, self.shards),
+        final = deduped.files | "Balance" >> beam.ParDo(
+            BalanceFn(self.seed, self.output, self.shards),
             counts=beam.pvalue.AsSingleton(counts), t=beam.pvalue.AsSingleton(t),
         ).with_outputs(WRITTEN, main="kept_queries")
         kept = final.kept_queries | "CountKept" >> beam.CombineGlobally(merge_counts)
@@ -395,9 +426,10 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--target-size", type=int, default=None, help="choose t so the expected kept count is this")
     parser.add_argument("--seed", type=int, default=0, help="seed of the balancing draws (default: 0)")
     parser.add_argument("--languages", default="en", help="comma-separated languages to keep, or 'all' (default: en)")
-    parser.add_argument("--langid", default="wordfreq", choices=BACKENDS,
-                        help="language-id backend: wordfreq (default; 99%% accurate on the labelled sample, "
-                             "over 200x faster) or langdetect (the reference)")
+    parser.add_argument("--langid", default=DEFAULT_BACKEND, choices=BACKENDS,
+                        help="language-id backend: web (script rules, fastText's lid.176, word frequencies; "
+                             "the most accurate on real labelled text in 16 languages), fasttext (lid.176 "
+                             "alone), wordfreq (a word model over 42 languages) or langdetect (the reference)")
     parser.add_argument("--min-chars", type=int, default=textclean.TextRules.min_chars,
                         help="shorter repaired texts are rejected as text_too_short")
     parser.add_argument("--min-words", type=int, default=textclean.TextRules.min_words,
@@ -444,9 +476,9 @@ def candidate_files(specs: list[str]) -> list[tuple[str, str, int]]:
     return files
 
 
-def write_query_counts(counts: dict[str, tuple[int, int]], output: str, t: float) -> int:
-    rows = [{C.QUERY: q, C.MATCH_COUNT: n, C.KEEP_PROB: balance.query_probability(n, t), C.KEPT_COUNT: kept}
-            for q, (n, kept) in sorted(counts.items())]
+def write_query_counts(counts: dict[tuple[str, str], tuple[int, int]], output: str, t: float) -> int:
+    rows = [{C.LANG: lang, C.QUERY: q, C.MATCH_COUNT: n, C.KEEP_PROB: balance.query_probability(n, t),
+             C.KEPT_COUNT: kept} for (lang, q), (n, kept) in sorted(counts.items())]
     folder = fileio.join(output, QUERY_COUNTS_FOLDER)
     name = outputs.part_name(0, 1)
     outputs.write_rows(fileio.join(folder, name), rows, schemas.QUERY_COUNTS)

@@ -413,7 +413,9 @@ def list_stats(list_path: str, table: str | None, counts: str | None, t: float |
             stats_file = fileio.join(fileio.dirname(folder), "curate_stats.json")
             t = fileio.read_json(stats_file).get("t") if fileio.isfile(stats_file) else None
         qc = schemas.read_table(folder, schemas.QUERY_COUNTS).select([C.QUERY, C.MATCH_COUNT]).to_pylist()
-        matched = {r[C.QUERY]: int(r[C.MATCH_COUNT]) for r in qc}
+        matched: Counter = Counter()  # summed over languages
+        for r in qc:
+            matched[r[C.QUERY]] += int(r[C.MATCH_COUNT])
         in_list = set(entries)
         total = sum(matched.values())
         never = sum(1 for e in entries if matched.get(e, 0) == 0)

@@ -144,8 +144,9 @@ REJECT = _schema(
 QUERY_COUNTS = _schema(
     "QUERY_COUNTS",
     [
+        _req(C.LANG, pa.string()),  # counts are per language: a row per (language, query)
         _req(C.QUERY, pa.string()),
-        _req(C.MATCH_COUNT, pa.uint64()),  # exact, over deduplicated texts
+        _req(C.MATCH_COUNT, pa.uint64()),  # exact, over deduplicated texts of that language
         _req(C.KEEP_PROB, pa.float64()),
         _req(C.KEPT_COUNT, pa.uint64()),  # texts kept by balancing that match the query
     ],

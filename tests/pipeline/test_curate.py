@@ -7,6 +7,7 @@ import hashlib
 import math
 import os
 import random
+from collections import Counter
 from pathlib import Path
 
 import pyarrow as pa
@@ -184,9 +185,12 @@ def test_ledger_against_the_ground_truth(small_crawl, candidates, queries, tmp_p
                                                        for r in curated))  # repaired texts among them
 
 
-def _balancing_inputs(candidates: Path, queries: Path) -> dict[str, list[str]]:
-    """uid -> matched queries of every text that reaches balancing, recomputed without Beam."""
+def _balancing_inputs(candidates: Path, queries: Path) -> dict[str, list[tuple[str, str]]]:
+    """uid -> the (language, query) keys it counts under, computed without Beam."""
+    from pipeline.langid import LanguageId
+
     matcher = QueryMatcher(load_entries(queries.read_text().splitlines()))
+    lid = LanguageId()
     best: dict[str, tuple] = {}
     for f in sorted((candidates / "candidates").iterdir()):
         for row in pq.read_table(f).to_pylist():
@@ -199,41 +203,62 @@ def _balancing_inputs(candidates: Path, queries: Path) -> dict[str, list[str]]:
             uid = schemas.uid(row[C.URL], text)
             key = (row[C.SOURCE_FILE], row[C.SOURCE_OFFSET])
             if uid not in best or key < best[uid][0]:
-                best[uid] = (key, matched)
-    return {uid: matched for uid, (_, matched) in best.items()}
+                best[uid] = (key, text, matched)
+    return {uid: [(lid.detect(text)[0], q) for q in matched] for uid, (_, text, matched) in best.items()}
 
 
 def test_balancing_statistics(candidates, queries, tmp_path):
+    """Counts per (language, query), each text balanced against its own language's counts."""
     t = 60
     stats = _run(candidates, queries, tmp_path, "--languages", "all", "--t", str(t), "--seed", "3")
     texts = _balancing_inputs(candidates, queries)
-    assert len(texts) == stats["steps"][3]["in"]
-    counts = {r[C.QUERY]: r for r in _rows(tmp_path / "query_counts", schemas.QUERY_COUNTS)}
-    for q, r in counts.items():
-        assert r[C.MATCH_COUNT] == sum(q in m for m in texts.values()), q
+    assert [s["step"] for s in stats["steps"]] == ["clean", "match", "dedupe", "language", "balance"]
+    assert len(texts) == stats["steps"][3]["in"] == stats["steps"][4]["in"]
+    counts = {(r[C.LANG], r[C.QUERY]): r for r in _rows(tmp_path / "query_counts", schemas.QUERY_COUNTS)}
+    for key, r in counts.items():
+        assert r[C.MATCH_COUNT] == sum(key in m for m in texts.values()), key
+    assert len({lang for lang, _ in counts}) > 1  # the crawl's foreign captions count apart
     kept = {r[C.UID] for r in _rows(tmp_path / "curated", schemas.CURATED)}
     assert kept <= set(texts)
     # tail queries keep every text; head queries keep what the draw says, within 4 sigma
-    tail = [q for q, r in counts.items() if r[C.MATCH_COUNT] <= t]
-    head = [q for q, r in counts.items() if r[C.MATCH_COUNT] > 4 * t]
+    tail = [k for k, r in counts.items() if r[C.MATCH_COUNT] <= t]
+    head = [k for k, r in counts.items() if r[C.MATCH_COUNT] > 4 * t]
     assert len(tail) > 10 and len(head) > 10
-    for q in tail:
-        assert counts[q][C.KEPT_COUNT] == counts[q][C.MATCH_COUNT], q
-    p = {uid: balance.keep_probability([counts[q][C.MATCH_COUNT] for q in m], t) for uid, m in texts.items()}
-    for q in head:
-        members = [uid for uid, m in texts.items() if q in m]
+    for k in tail:
+        assert counts[k][C.KEPT_COUNT] == counts[k][C.MATCH_COUNT], k
+    p = {uid: balance.keep_probability([counts[k][C.MATCH_COUNT] for k in m], t) for uid, m in texts.items()}
+    for k in head:
+        members = [uid for uid, m in texts.items() if k in m]
         mean = sum(p[u] for u in members)
         sd = math.sqrt(sum(p[u] * (1 - p[u]) for u in members))
         observed = sum(u in kept for u in members)
-        assert observed == counts[q][C.KEPT_COUNT]
-        assert abs(observed - mean) <= 4 * sd + 1, (q, observed, mean, sd)
+        assert observed == counts[k][C.KEPT_COUNT]
+        assert abs(observed - mean) <= 4 * sd + 1, (k, observed, mean, sd)
     # texts matching a single head query only: kept ~ Binomial(n, t / count), about t at most
-    for q in head:
-        alone = [u for u, m in texts.items() if m == [q]]
+    for k in head:
+        alone = [u for u, m in texts.items() if m == [k]]
         if len(alone) >= 50:
-            n, pq_ = len(alone), t / counts[q][C.MATCH_COUNT]
+            n, pq_ = len(alone), t / counts[k][C.MATCH_COUNT]
             observed = sum(u in kept for u in alone)
-            assert abs(observed - n * pq_) <= 4 * math.sqrt(n * pq_ * (1 - pq_)) + 1, q
+            assert abs(observed - n * pq_) <= 4 * math.sqrt(n * pq_ * (1 - pq_)) + 1, k
+
+
+def test_english_only_counts_only_english_as_metaclip_v1(candidates, queries, tmp_path):
+    """--languages en: the English pool first, then counts, then balancing; a foreign text
+    takes no share of any query's budget."""
+    t = 60
+    _run(candidates, queries, tmp_path, "--languages", "en", "--t", str(t), "--seed", "3")
+    texts = _balancing_inputs(candidates, queries)
+    english = {uid: m for uid, m in texts.items() if m[0][0] == "en"}
+    assert 0 < len(english) < len(texts)
+    counts = {(r[C.LANG], r[C.QUERY]): r[C.MATCH_COUNT] for r in _rows(tmp_path / "query_counts", schemas.QUERY_COUNTS)}
+    assert {lang for lang, _ in counts} == {"en"}
+    expected: Counter = Counter(k for m in english.values() for k in m)
+    assert counts == dict(expected)
+    curated = _rows(tmp_path / "curated", schemas.CURATED)
+    assert curated and all(r[C.LANG] == "en" for r in curated)
+    p = {uid: balance.keep_probability([counts[k] for k in m], t) for uid, m in english.items()}
+    assert all(p[r[C.UID]] > 0 for r in curated)
 
 
 @pytest.mark.slow
@@ -272,7 +297,7 @@ def test_refuses_unknown_schema_and_missing_queries(candidates, queries, tmp_pat
         _run(candidates, tmp_path / "latin1.txt", tmp_path / "out")
 
 
-@pytest.mark.parametrize("backend", ["langdetect", "wordfreq"])
+@pytest.mark.parametrize("backend", ["langdetect", "wordfreq", "fasttext", "web"])
 def test_language_backends_are_deterministic_and_right_on_clear_cases(backend):
     from pipeline.langid import LanguageId
 
@@ -291,8 +316,8 @@ def test_language_backends_are_deterministic_and_right_on_clear_cases(backend):
 
 def test_language_step_drops_the_foreign_captions_and_keeps_english(small_crawl, candidates, queries, tmp_path):
     folder, _ = small_crawl
-    stats = _run(candidates, queries, tmp_path, "--t", "1000000")  # default: --languages en --langid wordfreq
-    assert stats["langid"] == "wordfreq" and stats["languages"] == ["en"]
+    stats = _run(candidates, queries, tmp_path, "--t", "1000000")  # default: --languages en --langid web
+    assert stats["langid"] == "web" and stats["languages"] == ["en"]
     truth = schemas.read_table(folder / crawl.GROUND_TRUTH_DIR, schemas.GROUND_TRUTH).to_pylist()
     kind = {(r[C.SOURCE_FILE], r[C.SOURCE_OFFSET], r[C.URL]): r[C.KIND] for r in truth}
     curated = _rows(tmp_path / "curated", schemas.CURATED)
