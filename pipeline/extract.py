@@ -1,4 +1,4 @@
-"""`openwit extract` (Beam): crawl files -> CANDIDATE rows (image url, alt text, provenance).
+"""`openwit extract` (Beam): crawl files -> CANDIDATE rows (image url, text, provenance).
 
 Reads Common Crawl WAT files, WARC files with HTML responses (what wget --warc-file,
 Heritrix, StormCrawler or Browsertrix write), and url + caption lists (parquet, csv, tsv,
@@ -12,6 +12,13 @@ deterministic, a retried file rewrites the same bytes and a rerun skips finished
     OUTPUT/files/<F>.json           the file's ledger; written last, it marks the file done
     OUTPUT/extract_stats.json       the job's ledger: links = candidates + sum(rejected)
 
+Texts, as MetaCLIP reads them: an image's alt, title and data-image-title attributes
+(--text-sources; WAT link records carry the same keys). Each distinct text of an image is
+a candidate of its own, its source in the text_source column; the ledger counts a link
+once per distinct text it has (once when it has none, or when the link itself is
+rejected), so links = candidates + sum(rejected) still holds. With --one-text-per-image
+(MetaCLIP 2's option) one usable text per image is drawn by a hash of (--seed, url).
+
 Files are the unit of parallelism: a crawl has tens of thousands of them, far more than
 workers, so per-file reading keeps every worker busy without splitting gzip streams.
 A damaged file costs only its damaged records.
@@ -21,7 +28,9 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import gzip
+import hashlib
 import io
 import json
 import sys
@@ -43,13 +52,14 @@ from pipeline import options, outputs, progress, robots, textclean
 from schemas import fileio
 from pipeline.warc import Record, ReadError, read_records
 
-SUMMARY = "extract (image url, alt text) candidates from WAT/WARC files or url lists (Beam)"
+SUMMARY = "extract (image url, text) candidates from WAT/WARC files or url lists (Beam)"
 STAGE = schemas.run.EXTRACT
 FORMATS = ("wat", "warc", "parquet", "csv", "tsv", "jsonl")
 NOT_HTTP_SCHEMES = ("data:", "javascript:", "mailto:", "about:", "blob:", "file:", "ftp:", "tel:")
 MAX_BODY_BYTES = 32 << 20
 BATCH_ROWS = 50_000
 STATS_FILE = schemas.run.stage(STAGE).ledger
+TEXT_SOURCES = ("alt", "title", "data-image-title")  # HTML attributes (and WAT link keys) read as texts
 
 
 @dataclass(frozen=True)
@@ -59,6 +69,9 @@ class ExtractConfig:
     url_col: str = C.URL
     caption_col: str = C.CAPTION
     fmt: str = "auto"
+    text_sources: tuple[str, ...] = TEXT_SOURCES
+    one_text: bool = False  # MetaCLIP 2: one text per image, drawn by a hash of (seed, url)
+    seed: int = 0
 
 
 @dataclass
@@ -68,7 +81,7 @@ class Page:
     url: str
     base: str | None
     opted_out: bool
-    images: list[tuple[object, object]]  # (src, alt) as found; types are checked later
+    images: list[tuple[object, dict]]  # (src, {attribute: value}) as found; types are checked later
 
 
 class RecordProblem(Exception):
@@ -154,8 +167,8 @@ def wat_page(record: Record) -> Page | None:
     headers = response.get("Headers") if isinstance(response.get("Headers"), dict) else {}
     tags = [str(v) for k, v in headers.items() if str(k).lower() == "x-robots-tag"]
     links = html.get("Links") if isinstance(html.get("Links"), list) else []
-    images = [(link.get("url"), link.get("alt")) for link in links  # not-a-column
-              if isinstance(link, dict) and link.get("path") == "IMG@/src"]
+    images = [(link.get("url"), {k: link.get(k) for k in TEXT_SOURCES if k in link})  # not-a-column
+              for link in links if isinstance(link, dict) and link.get("path") == "IMG@/src"]
     base = head.get("Base")
     anchor = urljoin(page_url, base) if isinstance(base, str) and base.strip() else None
     return Page(page_url, anchor, robots.opted_out(tags, meta_pairs), images)
@@ -251,8 +264,10 @@ def html_page(record: Record) -> Page | None:
     base_node = tree.css_first("base[href]")
     meta_pairs = [(m.attributes.get("name") or "", m.attributes.get("content") or "") for m in tree.css("meta")]
     tags = [headers["x-robots-tag"]] if "x-robots-tag" in headers else []
-    images = [(img.attributes.get("src"), img.attributes.get("alt"))  # not-a-column
-              for img in tree.css("img")]
+    images = []
+    for img in tree.css("img"):
+        attrs = img.attributes
+        images.append((attrs.get("src"), {k: attrs[k] for k in TEXT_SOURCES if attrs.get(k) is not None}))  # not-a-column
     base = base_node.attributes.get("href") if base_node else None
     anchor = urljoin(page_url, base) if base else None
     return Page(page_url, anchor, robots.opted_out(tags, meta_pairs), images)
@@ -269,7 +284,8 @@ class FileReport:
     size: int = 0
     records: int = 0
     pages: int = 0
-    links: int = 0
+    images: int = 0  # image links (url-list rows) seen
+    links: int = 0   # ledger units: a link once per distinct text (once when rejected as a link)
     candidates: int = 0
     rejected: Counter = field(default_factory=Counter)  # links dropped, by reason
     errors: Counter = field(default_factory=Counter)    # records or rows unreadable, by reason
@@ -277,7 +293,7 @@ class FileReport:
 
     def as_dict(self) -> dict:
         return {"path": self.path, "format": self.format, "bytes": self.size,
-                "records": self.records, "pages": self.pages, "links": self.links,
+                "records": self.records, "pages": self.pages, "images": self.images, "links": self.links,
                 "candidates": self.candidates, "rejected": dict(sorted(self.rejected.items())),
                 "errors": dict(sorted(self.errors.items())), "problem": self.problem}
 
@@ -306,26 +322,58 @@ def _reject(reason: str, detail: str, source: str, offset: int, url: str | None 
                       C.URL: url, C.DUPLICATE_OF: None, C.SOURCE_FILE: source, C.SOURCE_OFFSET: offset}
 
 
+def image_texts(found: dict, sources: tuple[str, ...]) -> list[tuple[str, object]]:
+    """(source, value) of an image's texts in ``sources`` order: present and not blank,
+    each distinct value once (the first source that has it)."""
+    out, seen = [], set()
+    for name in sources:
+        value = found.get(name)
+        if value is None or (isinstance(value, str) and not value.strip()):
+            continue
+        key = textclean.normalize(value) if isinstance(value, str) else repr(value)
+        if key not in seen:
+            seen.add(key)
+            out.append((name, value))
+    return out
+
+
+def draw_one(seed: int, url: str, n: int) -> int:
+    """Which of an image's ``n`` usable texts --one-text-per-image keeps: fixed by (seed, url)."""
+    digest = hashlib.blake2b(f"{seed}\0{url}".encode("utf-8", "surrogatepass"), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % n
+
+
 def _link_events(report: FileReport, cfg: ExtractConfig, source: str, offset: int, fmt: str,
                  page_url: str | None, anchor: str | None, opted_out: bool,
-                 images: Iterable[tuple[object, object]]) -> Iterator[Event]:
-    for src, alt in images:
-        report.links += 1
+                 images: Iterable[tuple[object, dict]]) -> Iterator[Event]:
+    for src, found in images:
+        report.images += 1
         url, reason, detail = resolve(anchor, src, cfg.max_url_chars)
         if opted_out:
             reason, detail = "page_opted_out", ""
-        elif url is not None:
-            problem = text_problem(alt, cfg.max_alt_chars)
-            if problem:
-                reason, detail = problem
-        if reason:
+        texts = image_texts(found, cfg.text_sources) if not reason else []
+        if not reason and not texts:
+            reason, detail = text_problem(None, cfg.max_alt_chars)
+        if reason:  # the link itself: one ledger unit
+            report.links += 1
             report.rejected[reason] += 1
             yield _reject(reason, detail, source, offset, url)
             continue
-        report.candidates += 1
-        text = textclean.normalize(alt)  # the repaired text: its uid is fixed here, once
-        yield "candidate", {C.UID: schemas.uid(url, text), C.URL: url, C.TEXT: text, C.PAGE_URL: page_url,
-                            C.SOURCE_FILE: source, C.SOURCE_OFFSET: offset, C.SOURCE_FORMAT: fmt}
+        judged = [(name, value, text_problem(value, cfg.max_alt_chars)) for name, value in texts]
+        if cfg.one_text:
+            usable_texts = [item for item in judged if item[2] is None]
+            judged = [usable_texts[draw_one(cfg.seed, url, len(usable_texts))]] if usable_texts else judged[:1]
+        for name, value, problem in judged:
+            report.links += 1
+            if problem:
+                report.rejected[problem[0]] += 1
+                yield _reject(*problem, source, offset, url)
+                continue
+            report.candidates += 1
+            text = textclean.normalize(value)  # the repaired text: its uid is fixed here, once
+            yield "candidate", {C.UID: schemas.uid(url, text), C.URL: url, C.TEXT: text, C.PAGE_URL: page_url,
+                                C.SOURCE_FILE: source, C.SOURCE_OFFSET: offset, C.SOURCE_FORMAT: fmt,
+                                C.TEXT_SOURCE: name}
 
 
 def _crawl_events(fh: BinaryIO, report: FileReport, cfg: ExtractConfig, source: str) -> Iterator[Event]:
@@ -418,6 +466,7 @@ class _Prefixed(io.RawIOBase):
 
 def _list_events(fh: BinaryIO, report: FileReport, cfg: ExtractConfig, source: str) -> Iterator[Event]:
     rows = _list_rows(fh, report.format, cfg)
+    list_cfg = dataclasses.replace(cfg, text_sources=(cfg.caption_col,), one_text=False)  # one caption per row
     while True:
         try:
             item = next(rows)
@@ -440,7 +489,8 @@ def _list_events(fh: BinaryIO, report: FileReport, cfg: ExtractConfig, source: s
         report.records += 1
         if isinstance(caption, str):
             caption = caption.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-        yield from _link_events(report, cfg, source, index, "list", None, None, False, [(url, caption)])
+        yield from _link_events(report, list_cfg, source, index, "list", None, None, False,
+                                [(url, {cfg.caption_col: caption})])
 
 
 def extract_file(path: str, cfg: ExtractConfig, fh: BinaryIO | None = None,
@@ -486,8 +536,8 @@ def process_file(path: str, output: str, cfg: ExtractConfig, name: str | None = 
     if fileio.exists(dest["report"]):
         done = fileio.read_json(dest["report"])
         if (fileio.exists(dest["candidates"]) and done.get("format") == detect_format(path, cfg.fmt)
-                and done.get("bytes") == fileio.size(path)):
-            return done
+                and done.get("bytes") == fileio.size(path) and done.get("settings") == settings(cfg)):
+            return done  # the same file read with the same settings
     report, events = extract_file(path, cfg, name=name)
     report.size = fileio.size(path)
     cands = outputs.TableWriter(dest["candidates"], schemas.CANDIDATE)
@@ -501,9 +551,14 @@ def process_file(path: str, output: str, cfg: ExtractConfig, name: str | None = 
         raise
     cands.close()
     rejects.close()
-    result = report.as_dict()
+    result = {**report.as_dict(), "settings": settings(cfg)}
     fileio.write_json(dest["report"], result)
     return result
+
+
+def settings(cfg: ExtractConfig) -> dict:
+    """What a finished file's outputs depend on besides its bytes (JSON-shaped)."""
+    return json.loads(json.dumps(dataclasses.asdict(cfg)))
 
 
 # -- Beam ------------------------------------------------------------------------------------
@@ -545,12 +600,12 @@ def why_unusable(report: dict) -> str:
 
 def merge_reports(reports: Iterable[dict]) -> dict:
     reports = list(reports)
-    total = {"job": STAGE, "files": 0, "records": 0, "pages": 0, "links": 0, "candidates": 0,
+    total = {"job": STAGE, "files": 0, "records": 0, "pages": 0, "images": 0, "links": 0, "candidates": 0,
              "rejected": Counter(), "errors": Counter()}
     for r in reports:
         total["files"] += 1
-        for key in ("records", "pages", "links", "candidates"):
-            total[key] += r[key]
+        for key in ("records", "pages", "images", "links", "candidates"):
+            total[key] += r.get(key, 0)
         total["rejected"].update(r["rejected"])
         total["errors"].update(r["errors"])
     total["errors"] = dict(sorted(total["errors"].items()))
@@ -589,6 +644,13 @@ def add_args(parser: argparse.ArgumentParser) -> None:
                         help="longer alt texts are rejected as alt_too_long (default: %(default)s)")
     parser.add_argument("--max-url-chars", type=int, default=ExtractConfig.max_url_chars,
                         help="longer urls are rejected as invalid_url (default: %(default)s)")
+    parser.add_argument("--text-sources", default=",".join(TEXT_SOURCES),
+                        help="image attributes (WAT link keys) read as texts, in order of preference; each "
+                             "distinct text is a candidate (default: %(default)s). Url lists use --caption-col")
+    parser.add_argument("--one-text-per-image", action="store_true",
+                        help="keep one usable text per image, drawn by a hash of (--seed, url), as MetaCLIP 2 "
+                             "offers (default: every distinct text)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of --one-text-per-image's draw (default: %(default)s)")
 
 
 
@@ -609,8 +671,14 @@ def run(argv: list[str] | None = None) -> dict:
         raise schemas.UserError("--input is required (a glob, a list of files, or a *.paths file)")
     if not args.output:
         raise schemas.UserError("--output is required")
+    sources = tuple(x.strip() for x in args.text_sources.split(",") if x.strip())
+    unknown = [x for x in sources if x not in TEXT_SOURCES]
+    if unknown or not sources or len(set(sources)) != len(sources):
+        raise schemas.UserError(f"--text-sources {args.text_sources}: give one or more of {', '.join(TEXT_SOURCES)}, "
+                                f"each once{f' ({unknown[0]!r} is not one)' if unknown else ''}")
     cfg = ExtractConfig(max_alt_chars=args.max_alt_chars, max_url_chars=args.max_url_chars,
-                        url_col=args.url_col, caption_col=args.caption_col, fmt=args.format)
+                        url_col=args.url_col, caption_col=args.caption_col, fmt=args.format,
+                        text_sources=sources, one_text=args.one_text_per_image, seed=args.seed)
     for flag in ("max_alt_chars", "max_url_chars"):
         if getattr(args, flag) <= 0:
             raise schemas.UserError(f"--{flag.replace('_', '-')} {getattr(args, flag)}: must be positive")
@@ -635,7 +703,8 @@ def run(argv: list[str] | None = None) -> dict:
 
 def summary(stats: dict, output: str) -> str:
     lines = [f"extract: {stats['files']} file(s), {stats['records']:,} records, {stats['pages']:,} pages, "
-             f"{stats['links']:,} image links -> {stats['candidates']:,} candidates in {output}"]
+             f"{stats['images']:,} image links ({stats['links']:,} link texts) -> {stats['candidates']:,} "
+             f"candidates in {output}"]
     for reason, n in stats["rejected"].items():
         lines.append(f"  rejected {reason:<18} {n:>10,}  {schemas.describe(reason)}")
     for reason, n in stats["errors"].items():

@@ -15,6 +15,7 @@ PAGE_URL = "page_url"
 SOURCE_FILE = "source_file"
 SOURCE_OFFSET = "source_offset"
 SOURCE_FORMAT = "source_format"
+TEXT_SOURCE = "text_source"  # where the text was found: alt, title, data-image-title, or a list's column
 
 # Curation.
 LANG = "lang"

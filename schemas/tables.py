@@ -11,8 +11,8 @@ import pyarrow as pa
 
 from schemas import columns as C
 
-SCHEMA_VERSION = 1
-KNOWN_VERSIONS = frozenset({1})
+SCHEMA_VERSION = 2  # 2: QUERY_COUNTS per language, text_source in CANDIDATE and CURATED
+KNOWN_VERSIONS = frozenset({2})
 
 META_NAME = b"openwit.schema"
 META_VERSION = b"openwit.schema_version"
@@ -44,7 +44,8 @@ _PROVENANCE = [
 # later stage carries it (curate's rejects and kept rows alike).
 CANDIDATE = _schema(
     "CANDIDATE",
-    [_req(C.UID, pa.string()), _req(C.URL, pa.string()), _req(C.TEXT, pa.string()), *_PROVENANCE],
+    [_req(C.UID, pa.string()), _req(C.URL, pa.string()), _req(C.TEXT, pa.string()), *_PROVENANCE,
+     _opt(C.TEXT_SOURCE, pa.string())],
 )
 
 # curate -> the url list handed to the downloader.
@@ -58,6 +59,7 @@ CURATED = _schema(
         _opt(C.LANG_PROB, pa.float32()),
         _req(C.MATCHED_QUERIES, pa.list_(pa.string())),
         *_PROVENANCE,
+        _opt(C.TEXT_SOURCE, pa.string()),
     ],
 )
 

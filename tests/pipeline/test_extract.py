@@ -4,12 +4,14 @@ ground truth, damaged input, url lists, and the Beam job."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 import gzip
 import hashlib
 import io
 import json
 import os
 import re
+from collections import Counter
 from pathlib import Path
 
 import apache_beam as beam
@@ -23,7 +25,7 @@ import schemas
 from schemas import columns as C
 from pipeline import extract, textclean
 from schemas import fileio
-from pipeline.extract import ExtractConfig, RecordProblem, html_page, resolve, text_problem, wat_page
+from pipeline.extract import ExtractConfig, RecordProblem, html_page, process_file, resolve, text_problem, wat_page
 from pipeline.robots import opted_out
 from pipeline.synth import crawl
 from pipeline.synth.crawl import _gzip_member, warc_record
@@ -96,7 +98,7 @@ def test_wat_page_reads_links_base_and_robots():
                {"path": "IMG@/src", "url": "j.jpg"}]}}}}}  # not-a-column
     page = wat_page(_wat(env))
     assert page.url == "http://h/a/p.html" and page.base == "http://h/static/" and page.opted_out
-    assert page.images == [("i.jpg", "a cat"), ("j.jpg", None)]
+    assert page.images == [("i.jpg", {"alt": "a cat"}), ("j.jpg", {})]
     assert wat_page(_wat({"Envelope": {"WARC-Header-Metadata": {}, "Payload-Metadata": {}}})) is None
     for body, reason in ((b"{not json", "bad_json"), (b'{"a": "\xff"}', "undecodable_text"),
                          ({"Container": {}}, "missing_field"), ([1, 2], "missing_field")):
@@ -119,7 +121,7 @@ def test_html_page_decodes_chunked_gzip_and_charsets():
             b"Content-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n" + chunked)
     page = html_page(_response(http))
     assert page.base == "http://h/b/" and page.opted_out
-    assert page.images == [("x.jpg", "caf\u00e9 & cr\u00e8me"), ("y.jpg", None), (None, "no src")]
+    assert page.images == [("x.jpg", {"alt": "caf\u00e9 & cr\u00e8me"}), ("y.jpg", {}), (None, {"alt": "no src"})]
     assert html_page(_response(b"HTTP/1.1 404 Not Found\r\nContent-Type: text/html\r\n\r\n<img src=a alt=b>")) is None
     assert html_page(_response(b"HTTP/1.1 200 OK\r\nContent-Type: image/png\r\n\r\n\x89PNG")) is None
     with pytest.raises(RecordProblem, match="status line"):
@@ -310,3 +312,88 @@ def test_two_inputs_with_one_name_are_refused_in_one_line(tmp_path):
     assert fileio.named_inputs([str(tmp_path / "a" / "1.wat.gz")]) == [(str(tmp_path / "a" / "1.wat.gz"), "1.wat.gz")]
     with pytest.raises(schemas.UserError, match="are both named 1.wat.gz"):
         fileio.named_inputs([str(tmp_path / "a" / "1.wat.gz"), str(tmp_path / "b" / "1.wat.gz")])
+
+
+# -- text sources: alt, title, data-image-title ----------------------------------------------
+
+def _wat_file(path: Path, links: list[dict]) -> Path:
+    """A one-record WAT file (gzip member, as Common Crawl writes them) with these links."""
+    env = {"Envelope": {"WARC-Header-Metadata": {"WARC-Target-URI": "http://h/p.html"},
+           "Payload-Metadata": {"HTTP-Response-Metadata": {"Headers": {}, "HTML-Metadata": {
+               "Head": {}, "Links": links}}}}}
+    record = warc_record([("WARC-Type", "metadata"), ("WARC-Target-URI", "http://h/p.html"),
+                          ("Content-Type", "application/json")], json.dumps(env).encode())
+    path.write_bytes(_gzip_member(record))
+    return path
+
+
+LINKS = [  # not-a-column: WAT link keys
+    {"path": "IMG@/src", "url": "http://h/1.jpg", "alt": "a red star", "title": "Red star icon"},  # not-a-column
+    {"path": "IMG@/src", "url": "http://h/2.jpg", "title": "a blue circle", "data-image-title": "a blue circle"},  # not-a-column
+    {"path": "IMG@/src", "url": "http://h/3.jpg", "alt": "  ", "data-image-title": "green square photo"},  # not-a-column
+    {"path": "IMG@/src", "url": "http://h/4.jpg"},  # not-a-column
+    {"path": "IMG@/src", "url": "data:image/png;base64,xx", "alt": "inline", "title": "inline too"},  # not-a-column
+    {"path": "IMG@/src", "url": "http://h/5.jpg", "alt": "x" * 50, "title": "a short title"},  # not-a-column
+]
+
+
+def test_alt_title_and_data_image_title_are_read_and_recorded(tmp_path):
+    wat = _wat_file(tmp_path / "a.wat.gz", LINKS)
+    cfg = ExtractConfig(max_alt_chars=40)
+    report = process_file(str(wat), str(tmp_path / "out"), cfg)
+    rows = _read(str(tmp_path / "out" / "candidates"), schemas.CANDIDATE)
+    got = sorted((r[C.URL], r[C.TEXT_SOURCE], r[C.TEXT]) for r in rows)
+    assert got == [("http://h/1.jpg", "alt", "a red star"), ("http://h/1.jpg", "title", "Red star icon"),
+                   ("http://h/2.jpg", "title", "a blue circle"),  # the same text twice: once
+                   ("http://h/3.jpg", "data-image-title", "green square photo"),  # a blank alt is no text
+                   ("http://h/5.jpg", "title", "a short title")]
+    assert all(r[C.UID] == schemas.uid(r[C.URL], r[C.TEXT]) for r in rows)
+    # the ledger: a link once per distinct text, once when rejected as a link
+    assert report["images"] == 6 and report["candidates"] == 5
+    assert report["rejected"] == {"empty_alt": 1, "not_http": 1, "alt_too_long": 1}
+    assert report["links"] == report["candidates"] + sum(report["rejected"].values()) == 8
+    only_alt = process_file(str(wat), str(tmp_path / "alt"), dataclasses.replace(cfg, text_sources=("alt",)))
+    assert only_alt["candidates"] == 1 and only_alt["rejected"]["empty_alt"] == 3  # was the only reading before
+
+
+def test_one_text_per_image_is_a_seeded_draw_among_usable_texts(tmp_path):
+    links = [{"path": "IMG@/src", "url": f"http://h/{i}.jpg", "alt": f"alt text {i}",  # not-a-column
+              "title": f"title text {i}", "data-image-title": f"data title {i}"} for i in range(300)]
+    links.append({"path": "IMG@/src", "url": "http://h/long.jpg", "alt": "y" * 50, "title": "the usable one"})  # not-a-column
+    wat = _wat_file(tmp_path / "b.wat.gz", links)
+    picks = {}
+    for seed in (0, 0, 1):
+        out = tmp_path / f"out{seed}-{len(picks)}"
+        cfg = ExtractConfig(max_alt_chars=40, one_text=True, seed=seed)
+        report = process_file(str(wat), str(out), cfg)
+        assert report["links"] == report["images"] == report["candidates"] == 301  # one text per image
+        rows = _read(str(out / "candidates"), schemas.CANDIDATE)
+        picks.setdefault(seed, []).append({r[C.URL]: r[C.TEXT_SOURCE] for r in rows})
+    a, b = picks[0]
+    assert a == b  # the same seed draws the same texts
+    assert a != picks[1][0]  # another seed draws others
+    assert a["http://h/long.jpg"] == "title"  # only among the usable texts
+    shares = Counter(a.values())
+    assert all(70 <= shares[k] <= 130 for k in ("alt", "title", "data-image-title")), shares
+
+
+def test_html_images_give_their_titles_too():
+    html = ('<html><body><img src="a.jpg" title="a yellow star" data-image-title="Yellow star">'
+            '<img src="b.jpg" alt="plain alt"></body></html>')
+    http = b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\n\r\n" + html.encode()
+    page = html_page(_response(http))
+    assert page.images == [("a.jpg", {"title": "a yellow star", "data-image-title": "Yellow star"}),
+                           ("b.jpg", {"alt": "plain alt"})]
+
+
+def test_text_source_flags(tmp_path):
+    wat = _wat_file(tmp_path / "c.wat.gz", LINKS)
+    for bad in ("alt,caption", "", "alt,alt"):
+        with pytest.raises(schemas.UserError, match="--text-sources"):
+            extract.run(["--input", str(wat), "--output", str(tmp_path / "x"), "--text-sources", bad])
+    stats = extract.run(["--input", str(wat), "--output", str(tmp_path / "o"), "--text-sources", "title",
+                         "--runner=FnApiRunner"])
+    assert stats["candidates"] == 3 and stats["images"] == 6
+    # a rerun with other settings does not reuse the finished file
+    stats = extract.run(["--input", str(wat), "--output", str(tmp_path / "o"), "--runner=FnApiRunner"])
+    assert stats["candidates"] == 6

@@ -90,7 +90,7 @@ def test_manifest_rows_point_at_their_bytes(made):
 def test_card_and_stats(made):
     _, out, stats = made
     card = (out / shard.CARD_FILE).read_text()
-    assert f"{stats['kept']:,} samples" in card and "openwit shard --keep" in card and "schema version 1" in card
+    assert f"{stats['kept']:,} samples" in card and "openwit shard --keep" in card and "schema version 2" in card
     per = json.loads((out / "00000_stats.json").read_text())
     assert per["samples"] == PER_SHARD and per["bytes"] == (out / "00000.tar").stat().st_size
 
