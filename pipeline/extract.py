@@ -322,18 +322,22 @@ def _reject(reason: str, detail: str, source: str, offset: int, url: str | None 
                       C.URL: url, C.DUPLICATE_OF: None, C.SOURCE_FILE: source, C.SOURCE_OFFSET: offset}
 
 
-def image_texts(found: dict, sources: tuple[str, ...]) -> list[tuple[str, object]]:
-    """(source, value) of an image's texts in ``sources`` order: present and not blank,
-    each distinct value once (the first source that has it)."""
+def image_texts(found: dict, sources: tuple[str, ...],
+                max_chars: int) -> list[tuple[str, str | None, tuple[str, str] | None]]:
+    """(source, repaired text, problem) of an image's texts in ``sources`` order: present and
+    not blank, each distinct text once (the first source that has it). A text with a
+    problem (too long, undecodable) is not repaired: its problem is what is kept."""
     out, seen = [], set()
     for name in sources:
         value = found.get(name)
         if value is None or (isinstance(value, str) and not value.strip()):
             continue
-        key = textclean.normalize(value) if isinstance(value, str) else repr(value)
+        problem = text_problem(value, max_chars)
+        text = textclean.normalize(value) if problem is None else None
+        key = text if text is not None else repr(value)
         if key not in seen:
             seen.add(key)
-            out.append((name, value))
+            out.append((name, text, problem))
     return out
 
 
@@ -351,26 +355,24 @@ def _link_events(report: FileReport, cfg: ExtractConfig, source: str, offset: in
         url, reason, detail = resolve(anchor, src, cfg.max_url_chars)
         if opted_out:
             reason, detail = "page_opted_out", ""
-        texts = image_texts(found, cfg.text_sources) if not reason else []
-        if not reason and not texts:
+        judged = image_texts(found, cfg.text_sources, cfg.max_alt_chars) if not reason else []
+        if not reason and not judged:
             reason, detail = text_problem(None, cfg.max_alt_chars)
         if reason:  # the link itself: one ledger unit
             report.links += 1
             report.rejected[reason] += 1
             yield _reject(reason, detail, source, offset, url)
             continue
-        judged = [(name, value, text_problem(value, cfg.max_alt_chars)) for name, value in texts]
         if cfg.one_text:
             usable_texts = [item for item in judged if item[2] is None]
             judged = [usable_texts[draw_one(cfg.seed, url, len(usable_texts))]] if usable_texts else judged[:1]
-        for name, value, problem in judged:
+        for name, text, problem in judged:  # text: the repaired text; its uid is fixed here, once
             report.links += 1
             if problem:
                 report.rejected[problem[0]] += 1
                 yield _reject(*problem, source, offset, url)
                 continue
             report.candidates += 1
-            text = textclean.normalize(value)  # the repaired text: its uid is fixed here, once
             yield "candidate", {C.UID: schemas.uid(url, text), C.URL: url, C.TEXT: text, C.PAGE_URL: page_url,
                                 C.SOURCE_FILE: source, C.SOURCE_OFFSET: offset, C.SOURCE_FORMAT: fmt,
                                 C.TEXT_SOURCE: name}
