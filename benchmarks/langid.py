@@ -163,7 +163,7 @@ def main() -> None:
     backends.update(_optional_backends())
     results = [score(name, fn, chosen) for name, fn in backends.items()]
     base = results[0]["rate"]
-    print(f"\n| backend | accuracy | English kept | non-English called English | texts/s (1 core) | ratio |")
+    print("\n| backend | accuracy | English kept | non-English called English | texts/s (1 core) | ratio |")
     print("|---|---:|---:|---:|---:|---:|")
     for r in results:
         tag = "1 (baseline)" if r is results[0] else f"{r['rate'] / base:,.0f}"
