@@ -17,7 +17,9 @@ OPENWIT = [sys.executable, "-m", "pipeline.cli"]
 
 
 def run(*args: str, cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
-    env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1"}
+    # no progress lines: on a busy machine a job outlives the interval and prints one on
+    # stderr before its error line (test_progress and the Ctrl-C test check them)
+    env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", "OPENWIT_PROGRESS_SECONDS": "0"}
     return subprocess.run([*OPENWIT, *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=timeout)
 
 
