@@ -109,6 +109,16 @@ def unknown_beam_args(argv: list[str]) -> list[str]:
     return unknown
 
 
+WORKER_CRASH = b"CRITICAL:__main__:Python sdk harness failed"
+
+
+def _traceback_line(line: bytes) -> bool:
+    """A line inside a Python traceback (not its last line, which names the exception)."""
+    return line[:1] in (b" ", b"\t") or not line.strip() or line.startswith(
+        (b"Traceback (most recent call last)", b"During handling of the above exception",
+         b"The above exception was the direct cause"))
+
+
 @contextlib.contextmanager
 def quiet_local_workers(beam_options: PipelineOptions) -> Iterator[None]:
     """Drop the INFO lines that local Beam worker processes print while starting and stopping.
@@ -131,12 +141,31 @@ def quiet_local_workers(beam_options: PipelineOptions) -> Iterator[None]:
     os.close(write_end)
 
     def pump() -> None:
+        held: list[bytes] | None = None  # a worker's crash report, until its last line tells why
+        dropped = False
         with os.fdopen(read_end, "rb") as src:
             for line in src:
                 if interrupted.is_set():
                     continue  # workers torn down by Ctrl-C: the command says it in one line
+                if held is not None:
+                    held.append(line)
+                    if _traceback_line(line):
+                        continue
+                    # A worker that got the same Ctrl-C can report it before the launcher has
+                    # noticed: its KeyboardInterrupt is dropped, any other crash passed on.
+                    dropped = b"KeyboardInterrupt" in line
+                    if not dropped:
+                        os.write(saved, b"".join(held))
+                    held = None
+                    continue
+                if line.startswith(WORKER_CRASH) or (dropped and _traceback_line(line)):
+                    held = [line]
+                    continue
+                dropped = False
                 if not line.startswith((b"INFO:", b"WARNING:root:apitools", b"WARNING:__main__:No semi_persistent")):
                     os.write(saved, line)
+            if held and not interrupted.is_set():
+                os.write(saved, b"".join(held))
 
     thread = threading.Thread(target=pump, daemon=True)
     thread.start()

@@ -49,3 +49,34 @@ def test_every_runners_own_options_pass_and_a_typo_is_refused_by_name():
                          (["stray.csv"], "argument 'stray.csv'"), (["--direct_num_workers=two"], "'two'")):
         with pytest.raises(UserError, match=named):
             _parse(*extra)
+
+
+def test_a_workers_ctrl_c_report_is_dropped_and_any_other_crash_passed_on():
+    """Workers get the terminal's Ctrl-C with the launcher and may report it first: that
+    KeyboardInterrupt traceback is not shown; a worker that crashes for another reason is."""
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent('''
+        import os, sys
+        from apache_beam.options.pipeline_options import PipelineOptions
+        from pipeline import options
+        lines = [b"INFO:starting a worker\\n",
+                 b"CRITICAL:__main__:Python sdk harness failed: \\n", b"Traceback (most recent call last):\\n",
+                 b'  File "sdk_worker.py", line 265, in run\\n', b"    for work_request in stub:\\n",
+                 b"KeyboardInterrupt\\n", b"\\n", b"During handling of the above exception, another exception occurred:\\n",
+                 b"\\n", b"Traceback (most recent call last):\\n", b"  File y\\n", b"KeyboardInterrupt\\n",
+                 b"a line of the job\\n",
+                 b"CRITICAL:__main__:Python sdk harness failed: \\n", b"Traceback (most recent call last):\\n",
+                 b"  File z\\n", b"ValueError: boom\\n"]
+        with options.quiet_local_workers(PipelineOptions(["--runner=" + options.LOCAL_RUNNER])):
+            for line in lines:
+                os.write(2, line)
+    ''')
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    shown = [x for x in proc.stderr.decode().splitlines() if not x.startswith("WARNING:root:apitools")]  # on import
+    assert shown == [
+        "a line of the job", "CRITICAL:__main__:Python sdk harness failed: ", "Traceback (most recent call last):",
+        "  File z", "ValueError: boom"]
