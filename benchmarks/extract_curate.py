@@ -27,7 +27,7 @@ import schemas
 from schemas import columns as C
 from benchmarks.common import big_query_list, peak_rss_mb
 from pipeline import balance, curate, extract, textclean
-from pipeline.langid import LanguageId
+from pipeline.langid import BACKENDS, DEFAULT_BACKEND, LanguageId
 from pipeline.matching import QueryMatcher, load_entries
 from pipeline.synth import crawl
 
@@ -72,7 +72,7 @@ def breakdown(candidates: Path, queries: Path, n: int, langid: str) -> dict[str,
     texts = timed("normalize (ftfy)", lambda r: textclean.normalize(r[C.TEXT]), rows)
     rules = textclean.TextRules()
     timed("text filters", lambda tr: textclean.verdict(tr[0], tr[1][C.URL], rules), list(zip(texts, rows)))
-    matcher = QueryMatcher(load_entries(queries.read_text().splitlines()))
+    matcher = QueryMatcher(load_entries(Path(queries).read_text().splitlines()))
     matched = timed("query match", matcher.match_entries, texts)
     uids = timed("uid hash", lambda tr: schemas.uid(tr[1][C.URL], tr[0]), list(zip(texts, rows)))
     timed("balance draw", lambda u: balance.keep_probability([100, 50_000], 20_000) > balance.draw(0, u), uids)
@@ -87,7 +87,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--pages", type=int, default=100_000)
     ap.add_argument("--crawl", default=None, help="an existing synthetic crawl (default: generate one)")
-    ap.add_argument("--langid", default="wordfreq", choices=("langdetect", "wordfreq"))
+    ap.add_argument("--langid", default=DEFAULT_BACKEND, choices=BACKENDS)
     ap.add_argument("--work", default=None, help="work folder (default: a temp folder)")
     args = ap.parse_args()
     cores = os.cpu_count() or 1
@@ -114,7 +114,7 @@ def main() -> None:
     total = ex["seconds"] + cu["seconds"]
     per_core = n / total / cores
     print(f"crawl: {ex['files']} WAT files, {ex['links']:,} image links, {n:,} candidates; "
-          f"{len(load_entries(queries.read_text().splitlines())):,} queries; {cores} cores; langid {args.langid}")
+          f"{len(load_entries(Path(queries).read_text().splitlines())):,} queries; {cores} cores; langid {args.langid}")
     print(f"baseline cc2dataset-style WAT->pairs, 1 process: {base_rate:10,.0f} pairs/s per core (on {len(base_files)} files)")
     print(f"openwit extract ({cores} workers)              : {n / ex['seconds'] / cores:10,.0f} candidates/s per core  "
           f"x{n / ex['seconds'] / cores / base_rate:.2f}  ({ex['seconds']:.1f}s)")
