@@ -222,7 +222,9 @@ def _fasttext_top(text: str, k: int) -> list[tuple[str, float]]:
 
 
 def _one_line(text: str) -> str:
-    return " ".join(text.split())  # fastText reads one line
+    """The text as fastText reads it: one line, and valid UTF-8 (a lone surrogate becomes '?')."""
+    text = " ".join(text.split())
+    return text if text.isascii() else text.encode("utf-8", "replace").decode("utf-8")
 
 
 def _fasttext(text: str) -> tuple[str, float]:

@@ -72,6 +72,7 @@ def test_fasttext_backends_are_deterministic_and_know_176_languages(backend):
     assert lid.detect(text) == LanguageId(backend).detect(text) == lid.detect(text)
     assert lid.detect("12345 !!! ---") == ("und", 0.0)
     assert lid.detect("") == ("und", 0.0)
+    assert lid.detect("eine Bibliothek f\u00fcr Bilder \ud800")[0] == "de"  # a lone surrogate is no crash
     got, prob = lid.detect("line one\nline two of an english text")
     assert got == "en" and 0 < prob <= 1
 
