@@ -80,10 +80,16 @@ with DAG(
                        description="WAT/WARC files: a glob, a comma list, or a *.paths(.gz) list as Common Crawl publishes"),
         "output_root": Param("", type="string", minLength=1, description="the run's folder (local or gs://, s3://)"),
         "queries": Param("", type="string", description="query list file (one entry a line); empty: curate's default"),
+        "balance": Param("last", type="string", enum=["last", "online", "curate"],
+                         description="where to balance: last (shard, on the counts after download and dedupe), "
+                         "online (the trainer draws every epoch), or curate (before download)"),
         "t": Param(None, type=["null", "number"], exclusiveMinimum=0,
-                   description="per-query balancing budget t; empty: curate's default or target_size"),
+                   description="per-query balancing budget t; empty: the default (20,000) or target_size"),
         "target_size": Param(None, type=["null", "integer"], minimum=1,
-                             description="choose t so the expected curated count is this (instead of t)"),
+                             description="choose t so the expected balanced count is this (instead of t)"),
+        "curate_t": Param(None, type=["null", "number"], exclusiveMinimum=0,
+                          description="balance=last or online: a larger t to balance with before download too "
+                          "(fewer downloads); empty: curate keeps every matched text"),
         "languages": Param("en", type="string", description="languages to keep, comma-separated, or 'all'"),
         "beam_runner": Param("FnApiRunner", type="string",
                              enum=["FnApiRunner", "DataflowRunner", "FlinkRunner", "SparkRunner", "PortableRunner"],
@@ -124,8 +130,10 @@ with DAG(
         bash_command=(
             f"{OPENWIT} curate --input {ROOT}/extract --output {ROOT}/curate"
             " {% if params.queries %}--queries {{ params.queries | sh }}{% endif %}"
-            " {% if params.t %}--t {{ params.t }}{% endif %}"
+            " {% if params.balance == 'curate' %}"
+            "{% if params.t %}--t {{ params.t }}{% endif %}"
             " {% if params.target_size %}--target-size {{ params.target_size }}{% endif %}"
+            "{% elif params.curate_t %}--t {{ params.curate_t }}{% else %}--no-balance{% endif %}"
             f" --languages {{{{ params.languages | sh }}}} {BEAM}"),
     )
     download = BashOperator(
@@ -147,7 +155,11 @@ with DAG(
         task_id="shard",  # not-a-column: the task id
         bash_command=(
             f"{OPENWIT} shard --keep {ROOT}/dedupe --images {ROOT}/download --curated {ROOT}/curate"
-            f" --output {ROOT}/shards --samples-per-shard {{{{ params.samples_per_shard }}}} {BEAM}"),
+            f" --output {ROOT}/shards --samples-per-shard {{{{ params.samples_per_shard }}}}"
+            " {% if params.balance != 'curate' %}--balance {{ params.balance }}"
+            " {% if params.t %}--t {{ params.t }}{% endif %}"
+            " {% if params.target_size %}--target-size {{ params.target_size }}{% endif %}{% endif %}"
+            f" {BEAM}"),
     )
     validate = BashOperator(
         task_id="validate",

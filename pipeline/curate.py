@@ -424,6 +424,8 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lowercase", action="store_true", help="match case-insensitively (lowercase text and entries)")
     parser.add_argument("--t", type=float, default=None, help=f"per-query budget t (default: {balance.DEFAULT_T})")
     parser.add_argument("--target-size", type=int, default=None, help="choose t so the expected kept count is this")
+    parser.add_argument("--no-balance", action="store_true",
+                        help="keep every matched text (balance last instead: openwit shard --balance)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the balancing draws (default: 0)")
     parser.add_argument("--languages", default="en", help="comma-separated languages to keep, or 'all' (default: en)")
     parser.add_argument("--langid", default=DEFAULT_BACKEND, choices=BACKENDS,
@@ -517,7 +519,8 @@ def build(p: beam.Pipeline, files: list[tuple[str, str, int]], curate: CurateCan
     t = beam.pvalue.AsSingleton(out["t"])
     counted = out["query_counts"] | "WriteQueryCounts" >> beam.Map(write_query_counts, output=output, t=t)
     t_path = fileio.join(output, "balance_t.json")
-    t_written = out["t"] | "WriteT" >> beam.Map(lambda value: fileio.write_json(t_path, {"t": value}))
+    t_written = out["t"] | "WriteT" >> beam.Map(
+        lambda value: fileio.write_json(t_path, {"t": value if math.isfinite(value) else None}))
     (p
      | "Once" >> beam.Create([None])
      | "Finish" >> beam.Map(finish, output=output, shards=curate.shards, written=beam.pvalue.AsList(out["written"]),
@@ -543,6 +546,10 @@ def run(argv: list[str] | None = None) -> dict:
         raise schemas.UserError("--target-size, --rows-per-file and --shards must be positive")
     if args.t is not None and not (args.t > 0 and math.isfinite(args.t)):
         raise schemas.UserError(f"--t {args.t:g}: the per-query budget must be a positive number")
+    if args.no_balance and (args.t is not None or args.target_size is not None):
+        raise schemas.UserError(f"--no-balance keeps every matched text: drop {'--t' if args.t is not None else '--target-size'}")
+    if args.t is not None and args.target_size is not None:
+        raise schemas.UserError("--t and --target-size both choose the budget: give one")
     for flag in ("min_chars", "min_words", "max_chars", "max_url_chars"):
         if getattr(args, flag) < 0:
             raise schemas.UserError(f"--{flag.replace('_', '-')} {getattr(args, flag)}: must be 0 or more")
@@ -563,7 +570,8 @@ def run(argv: list[str] | None = None) -> dict:
     fileio.makedirs(args.output)
     rules = textclean.TextRules(args.min_chars, args.min_words, args.max_chars, args.max_url_chars)
     shards = args.shards or max(MIN_SHARDS, math.ceil(candidates / unit_rows))
-    curate = CurateCandidates(args.queries, rules, args.output, shards, args.seed, args.t, args.target_size, languages,
+    curate = CurateCandidates(args.queries, rules, args.output, shards, args.seed,
+                              math.inf if args.no_balance else args.t, args.target_size, languages,
                               args.lowercase, args.dedupe_url, args.langid)
     start = time.perf_counter()
     p = beam.Pipeline(options=beam_options)
@@ -582,8 +590,8 @@ def run(argv: list[str] | None = None) -> dict:
 
 
 def summary(stats: dict) -> str:
-    lines = [f"curate: {stats['candidates']:,} candidates -> {stats['curated']:,} curated "
-             f"(t = {stats['t']:,.1f}) in {stats['output']}"]
+    budget = "not balanced" if stats["t"] is None else f"t = {stats['t']:,.1f}"
+    lines = [f"curate: {stats['candidates']:,} candidates -> {stats['curated']:,} curated ({budget}) in {stats['output']}"]
     lines += options.ledger_lines(stats["steps"], 9, 18)
     return "\n".join(lines)
 

@@ -136,9 +136,10 @@ def main(argv: list[str]) -> int:
     started = time.perf_counter()
     cfg, manifest, truth = synthesize(out, pages, args.seed)
     probe_ok, bad = probe_links(cfg, truth, sample)
-    extracted, curated = extract_and_curate(out, paths, t_budget=max(50, pages // 10))
+    t_budget = max(50, pages // 10)
+    extracted, curated = extract_and_curate(out, paths, t_budget)
     downloaded = download_images(cfg, paths)
-    deduped, sharded = dedupe_and_shard(out, paths)
+    deduped, sharded = dedupe_and_shard(out, paths, t_budget)
     trained = train_and_evaluate(out, paths, args.quick)
     write_report(out, paths)
     summarize(out, manifest, extracted, curated, downloaded, deduped, sharded, trained, started)
@@ -223,17 +224,19 @@ def probe_links(cfg: crawl.CrawlConfig, truth: pa.Table, sample: int) -> tuple[b
 
 
 def extract_and_curate(out: Path, paths: dict[str, str], t_budget: int) -> tuple[dict, dict]:
-    """Steps 4-5: candidates from the WAT files, then the curated url list. ``t_budget`` is
-    small enough that balancing visibly acts on the head queries."""
+    """Steps 4-5: candidates from the WAT files, then the curated url list, balanced loosely
+    (twice the final budget) so that fewer urls are fetched; shard balances last, at
+    ``t_budget``, on what download and dedupe leave. ``t_budget`` is small enough that
+    balancing visibly acts on the head queries."""
     _step(4, STEPS, "extract (Beam): WAT records -> candidates")
     extracted = extract.run(["--input", str(out / "crawl" / crawl.WAT_PATHS), "--output", paths[RUN.EXTRACT]])
     print(extract.summary(extracted, extracted["output"]))
 
     queries = querylist.write(querylist.frequent_words(QUERY_WORDS), out / "queries.txt")
     _step(5, STEPS, f"curate (Beam): clean, match {QUERY_WORDS:,} frequent English words, dedupe, "
-                    "balance, language id")
+                    f"language id, balance loosely (t = {2 * t_budget})")
     curated = curate.run(["--input", paths[RUN.EXTRACT], "--output", paths[RUN.CURATE],
-                          "--queries", str(queries), "--t", str(t_budget)])
+                          "--queries", str(queries), "--t", str(2 * t_budget)])
     print(curate.summary(curated))
     return extracted, curated
 
@@ -250,19 +253,21 @@ def download_images(cfg: crawl.CrawlConfig, paths: dict[str, str]) -> dict:
     return downloaded
 
 
-def dedupe_and_shard(out: Path, paths: dict[str, str]) -> tuple[dict, dict]:
+def dedupe_and_shard(out: Path, paths: dict[str, str], t_budget: int) -> tuple[dict, dict]:
     """Steps 7-8: exact and near duplicates out (the held-out evaluation images too), then
-    the training shards."""
+    the training shards, balanced last at ``t_budget`` on the counts of what survived."""
     _step(7, STEPS, "dedupe (Beam): exact and near-duplicate images, held-out evaluation images")
     # 64 px images: eval radius 6 finds 89% of the evaluation copies (docs/dedupe.md); 4 would find 76%
     deduped = dedupe.run(["--input", paths[RUN.DOWNLOAD], "--output", paths[RUN.DEDUPE],
                           "--eval-images", f"heldout={out / 'crawl' / crawl.EVAL_IMAGES_DIR}", "--eval-radius", "6"])
     print(dedupe.summary(deduped))
 
-    _step(8, STEPS, "shard (Beam): the final training shards")
+    _step(8, STEPS, f"shard (Beam): balance last (t = {t_budget}) on what download and dedupe left, "
+                    "then the final training shards")
     sharded = shard.run(["--keep", paths[RUN.DEDUPE], "--images", paths[RUN.DOWNLOAD],
                          "--curated", paths[RUN.CURATE], "--output", paths[RUN.SHARD],
-                         "--samples-per-shard", "2000", "--name", "openwit demo"])
+                         "--samples-per-shard", "2000", "--name", "openwit demo",
+                         "--balance", "last", "--t", str(t_budget)])
     print(shard.summary(sharded))
     return deduped, sharded
 
@@ -309,7 +314,7 @@ def summarize(out: Path, manifest: dict, extracted: dict, curated: dict, downloa
     links = manifest["counts"]["links"]
     print(f"\nfunnel: {links:,} image links -> {extracted['candidates']:,} candidates -> "
           f"{curated['curated']:,} curated pairs -> {downloaded['kept']:,} images -> "
-          f"{deduped['kept']:,} after dedupe -> {sharded['kept']:,} samples in {sharded['shards']} shards "
+          f"{deduped['kept']:,} after dedupe -> {sharded['kept']:,} samples balanced last in {sharded['shards']} shards "
           f"({sharded['kept'] / max(links, 1):.1%} of links)")
     train_stats = trained["stats"]
     if train_stats:

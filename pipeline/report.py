@@ -104,6 +104,7 @@ class Run:
     stats: dict[str, dict] = field(default_factory=dict)
     query_counts: pa.Table | None = None
     t: float | None = None
+    balanced_where: str = "curate"  # or "shard" when shard balanced last or online
     languages: Counter | None = None
     language_filtered: Counter | None = None
     index: pa.Table | None = None
@@ -151,6 +152,12 @@ def gather(paths: dict[str, str], title: str, max_rows: int) -> Run:
             run.language_filtered = Counter(d or "unknown" for r, d in zip(rejects[C.REASON].to_pylist(),
                                                                       rejects[C.DETAIL].to_pylist())
                                             if r == "language_filtered")
+    if run.stats.get(SHARD_STAGE, {}).get("balance", "none") != "none":  # balanced after download and dedupe
+        counts = reader.read(fileio.join(paths[SHARD_STAGE], "query_counts"), schemas.QUERY_COUNTS,
+                             [C.MATCH_COUNT, C.KEPT_COUNT])
+        if counts is not None:
+            run.query_counts, run.t = counts, run.stats[SHARD_STAGE].get("t")
+            run.balanced_where = f"shard (--balance {run.stats[SHARD_STAGE]['balance']})"
     if SHARD_STAGE in run.stats:
         run.index = reader.read(fileio.join(paths[SHARD_STAGE], "index"), schemas.SHARD_INDEX,
                                 [C.SHARD, C.SHARD_POSITION, C.TAR_OFFSET, C.TAR_BYTES, C.TEXT,
@@ -510,7 +517,8 @@ def render(run: Run, samples: int) -> tuple[str, list[str]]:
     parts.append("<h2>Queries and balancing</h2>")
     if run.query_counts is not None and run.query_counts.num_rows:
         add("queries", fig_queries(run.query_counts, run.t),
-            "Per-query match counts before and after balancing, by rank (log-log); the dashed line is t.")
+            f"Per-query match counts before and after balancing in {run.balanced_where}, by rank (log-log); "
+            "the dashed line is t.")
     else:
         parts.append(_missing("The curate stage was not run (no query counts)."))
 

@@ -12,7 +12,16 @@ Reads the dedupe keep set (KEEP), the downloaded shards it points into and the C
                          size in the tar, and every curation column
     sizes.json           {"NNNNN.tar": samples} (open_clip reads it for the dataset size)
     README.md            the dataset card: counts, funnel, schema version, command lines
-    shard_stats.json     the ledger: in = kept + rejected (missing_sample)
+    query_counts/        QUERY_COUNTS over the samples that reached this stage (with --balance)
+    shard_stats.json     the ledger: in = kept + rejected (missing_sample, balanced_out)
+
+Balancing last (--balance): MetaCLIP's rule applied again after download and dedupe, on
+counts recomputed over what survived them (per language and query, exact): ``last`` draws
+once here (its own purpose, ``schemas.ids.REBALANCE``, independent of curate's draw) and
+drops balanced_out; ``online`` keeps every sample and writes its keep probability into
+SHARD_INDEX, and the trainer draws each epoch's samples anew (trainer/data.py). Curate
+then runs with --no-balance, or a larger t, so that the web's and dedupe's losses do not
+come out of the tail (docs/queries.md says when to balance where).
 
 Order: samples are sorted by a hash of (seed, uid) drawn for the shard order alone
 (``schemas.ids.SHARD_ORDER``: independent of the balancing draw, so how common a sample's
@@ -34,8 +43,9 @@ import hashlib
 import json
 import os
 import shlex
+import math
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from typing import Iterable, Iterator
 
 import apache_beam as beam
@@ -44,7 +54,7 @@ from apache_beam.metrics import Metrics
 
 import schemas
 from schemas import columns as C
-from pipeline import options, outputs, progress, tario
+from pipeline import balance, options, outputs, progress, tario
 from schemas import fileio
 from pipeline.imagehashes import IMAGE_EXTENSIONS
 
@@ -54,6 +64,9 @@ STATS_FILE = schemas.run.stage(STAGE).ledger
 SIZES_FILE = "sizes.json"
 CARD_FILE = "README.md"
 INDEX_DIR = "index"
+QUERY_COUNTS_DIR = "query_counts"
+T_FILE = "balance_t.json"
+UNKNOWN_LANG = "und"  # a CURATED row without a language is counted under this code
 TEXT_EXT, JSON_EXT = "txt", "json"
 
 
@@ -71,8 +84,11 @@ def shard_name(index: int) -> str:
     return f"{index:05d}"
 
 
-def _reject(uid: str, detail: str, source: str | None) -> dict:
-    return {C.STAGE: STAGE, C.REASON: "missing_sample", C.DETAIL: detail, C.UID: uid, C.URL: None,
+BALANCE_MODES = ("none", "last", "online")
+
+
+def _reject(uid: str, detail: str, source: str | None, reason: str = "missing_sample", url: str | None = None) -> dict:
+    return {C.STAGE: STAGE, C.REASON: reason, C.DETAIL: detail, C.UID: uid, C.URL: url,
             C.DUPLICATE_OF: None, C.SOURCE_FILE: source, C.SOURCE_OFFSET: None}
 
 
@@ -97,7 +113,7 @@ def split_file(path: str, schema: pa.Schema, tag: str, bits: int, columns: list[
 
 class JoinRangeFn(beam.DoFn):
     """One uid range: keep rows joined with their CURATED rows -> (order range, samples),
-    a count per order range ('counts'), and missing_sample rejects ('rejects')."""
+    the range's {(language, query): samples} ('matches'), and missing_sample rejects ('rejects')."""
 
     def __init__(self, seed: int, bits: int):
         self.seed, self.bits = seed, bits
@@ -119,6 +135,7 @@ class JoinRangeFn(beam.DoFn):
             meta = {r[C.UID]: r for r in cur.to_pylist()}
         progress.tick("ranges", keep.num_rows)
         by_range: dict[int, list[dict]] = defaultdict(list)
+        matches: Counter = Counter()
         for k in keep.to_pylist():
             m = meta.get(k[C.UID])
             if m is None:
@@ -127,10 +144,44 @@ class JoinRangeFn(beam.DoFn):
                                                                   f"{k[C.SHARD]}.tar"))
                 continue
             sample = {**m, **k, "_source": k[C.SHARD], "_order": order_key(self.seed, k[C.UID])}
+            matches.update((m.get(C.LANG) or UNKNOWN_LANG, q) for q in set(m[C.MATCHED_QUERIES] or ()))
             by_range[range_of(sample["_order"], self.bits)].append(sample)
-        for r, samples in by_range.items():
-            yield beam.pvalue.TaggedOutput("counts", (r, len(samples)))
-            yield r, samples
+        yield beam.pvalue.TaggedOutput("matches", dict(matches))
+        yield from by_range.items()
+
+
+class BalanceRangeFn(beam.DoFn):
+    """One order range's samples against the global counts: ``last`` keeps a sample when
+    its draw falls under its keep probability (balanced_out otherwise); ``online`` keeps
+    them all with the probability in KEEP_PROB. Yields (order range, samples), a count per
+    order range ('counts'), the kept samples' {(language, query): n} ('kept') and rejects."""
+
+    def __init__(self, mode: str, seed: int):
+        self.mode, self.seed = mode, seed
+
+    def process(self, item: tuple[int, list[dict]], counts: dict, t: float) -> Iterator:
+        rng, samples = item
+        kept_samples, kept_queries = [], Counter()
+        for s in samples:
+            if self.mode != "none":
+                queries = set(s[C.MATCHED_QUERIES] or ())
+                lang = s.get(C.LANG) or UNKNOWN_LANG
+                p = balance.keep_probability([counts[lang, q] for q in queries], t) if queries else 1.0
+                if self.mode == "online":
+                    s[C.KEEP_PROB] = p
+                    _counter("keep_prob_micros").inc(round(p * 1e6))
+                elif not schemas.ids.uniform(schemas.ids.REBALANCE, self.seed, s[C.UID]) < p:
+                    _counter("balanced_out").inc()
+                    yield beam.pvalue.TaggedOutput("rejects", _reject(s[C.UID], f"p={p:.6g}", f"{s['_source']}.tar",
+                                                                      "balanced_out", s[C.URL]))
+                    continue
+            kept_samples.append(s)
+            kept_queries.update((s.get(C.LANG) or UNKNOWN_LANG, q) for q in set(s[C.MATCHED_QUERIES] or ()))
+        _counter("balanced").inc(len(kept_samples))
+        yield beam.pvalue.TaggedOutput("kept", dict(kept_queries))
+        if kept_samples:
+            yield beam.pvalue.TaggedOutput("counts", (rng, len(kept_samples)))
+            yield rng, kept_samples
 
 
 # -- ordering ------------------------------------------------------------------------------
@@ -261,6 +312,15 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--range-rows", type=int, default=200_000,
                         help="samples per hash range of the distributed sort (default: 200,000)")
     parser.add_argument("--name", default=None, help="dataset name for the card (default: the output folder name)")
+    parser.add_argument("--balance", default="none", choices=BALANCE_MODES,
+                        help="balance again on the counts of what survived download and dedupe: 'last' draws here, "
+                        "'online' stores each sample's keep probability for the trainer to draw every epoch "
+                        "(default: none)")
+    parser.add_argument("--t", type=float, default=None,
+                        help=f"with --balance: the per-query budget t (default: {balance.DEFAULT_T})")
+    parser.add_argument("--target-size", type=int, default=None,
+                        help="with --balance: choose t so the expected number of samples is this")
+    parser.add_argument("--balance-seed", type=int, default=0, help="with --balance last: seed of the draws (default: 0)")
 
 
 def _folder(path: str, sub: str) -> str:
@@ -283,8 +343,26 @@ def _parquet(folder: str, flag: str, schema: pa.Schema) -> tuple[list[str], int]
     return [str(f) for f in files], rows
 
 
+def merge_counts(dicts: Iterable[dict]) -> dict:
+    total: Counter = Counter()
+    for d in dicts:
+        total.update(d)
+    return dict(total)
+
+
+def write_query_counts(matches: dict, kept: dict, t: float, output: str) -> int:
+    """query_counts/part-00000-of-00001.parquet: per (language, query), the samples that
+    reached this stage, the keep probability of the query and the samples kept."""
+    rows = [{C.LANG: lang, C.QUERY: q, C.MATCH_COUNT: n, C.KEEP_PROB: balance.query_probability(n, t),
+             C.KEPT_COUNT: kept.get((lang, q), 0)} for (lang, q), n in sorted(matches.items())]
+    outputs.write_rows(fileio.join(output, QUERY_COUNTS_DIR, outputs.part_name(0, 1)), rows, schemas.QUERY_COUNTS)
+    fileio.write_json(fileio.join(output, QUERY_COUNTS_DIR, T_FILE), {"t": t if math.isfinite(t) else None})
+    return len(rows)
+
+
 def build(p: beam.Pipeline, keep_files: list[str], curated_files: list[str], source_tars: dict[str, str],
-          output: str, per_shard: int, seed: int, bits: int) -> None:
+          output: str, per_shard: int, seed: int, bits: int, mode: str = "none", t: float | None = None,
+          target_size: int | None = None, balance_seed: int = 0) -> None:
     wanted = [C.UID, C.URL, C.TEXT, C.LANG, C.LANG_PROB, C.MATCHED_QUERIES, C.PAGE_URL,
               C.SOURCE_FILE, C.SOURCE_OFFSET, C.SOURCE_FORMAT]
     keep = (p | "KeepFiles" >> beam.Create(keep_files)
@@ -296,16 +374,30 @@ def build(p: beam.Pipeline, keep_files: list[str], curated_files: list[str], sou
     joined = ((keep, curated)
               | "BothSides" >> beam.Flatten()
               | "GroupUidRange" >> beam.GroupByKey()
-              | "Join" >> beam.ParDo(JoinRangeFn(seed, bits)).with_outputs("counts", "rejects", main="samples"))
-    counts = joined["counts"] | "RangeCounts" >> beam.CombinePerKey(sum)
-    (joined["samples"]
+              | "Join" >> beam.ParDo(JoinRangeFn(seed, bits)).with_outputs("matches", "rejects", main="samples"))
+    matches = joined["matches"] | "CountQueries" >> beam.CombineGlobally(merge_counts)
+    if mode == "none":
+        budget = p | "NoBudget" >> beam.Create([math.inf])
+    else:
+        budget = matches | "SolveT" >> beam.Map(
+            lambda cs: balance.solve_t(list(cs.values()), target_size) if target_size else float(t or balance.DEFAULT_T))
+    balanced = (joined["samples"]
+                | "Balance" >> beam.ParDo(BalanceRangeFn(mode, balance_seed), counts=beam.pvalue.AsSingleton(matches),
+                                          t=beam.pvalue.AsSingleton(budget))
+                .with_outputs("counts", "kept", "rejects", main="samples"))
+    counts = balanced["counts"] | "RangeCounts" >> beam.CombinePerKey(sum)
+    kept = balanced["kept"] | "CountKept" >> beam.CombineGlobally(merge_counts)
+    (matches | "WriteQueryCounts" >> beam.Map(write_query_counts, kept=beam.pvalue.AsSingleton(kept),
+                                              t=beam.pvalue.AsSingleton(budget), output=output))
+    (balanced["samples"]
      | "GroupOrderRange" >> beam.GroupByKey()
      | "Rank" >> beam.ParDo(RankFn(per_shard), counts=beam.pvalue.AsDict(counts))
      | "GroupSource" >> beam.GroupByKey()
      | "Copy" >> beam.FlatMap(copy_from_source, source_tars)
      | "GroupShard" >> beam.GroupByKey()
      | "Write" >> beam.Map(write_shard, output))
-    (joined["rejects"]
+    ((joined["rejects"], balanced["rejects"])
+     | "AllRejects" >> beam.Flatten()
      | "WriteRejects" >> outputs.WriteSortedShards(fileio.join(output, "rejects"), schemas.REJECT,
                                                    key=lambda r: r[C.UID], sort_key=lambda r: r[C.UID],
                                                    rows_per_file=5_000_000))
@@ -335,6 +427,16 @@ def run(argv: list[str] | None = None) -> dict:
             raise schemas.UserError(f"--{flag} is required")
     if args.samples_per_shard <= 0 or args.range_rows <= 0:
         raise schemas.UserError("--samples-per-shard and --range-rows must be positive")
+    given = [f for f, v in (("--t", args.t), ("--target-size", args.target_size),
+                            ("--balance-seed", args.balance_seed or None)) if v is not None]
+    if args.balance == "none" and given:
+        raise schemas.UserError(f"{given[0]} is for balancing: add --balance last or --balance online")
+    if args.t is not None and not (args.t > 0 and math.isfinite(args.t)):
+        raise schemas.UserError(f"--t {args.t:g}: the per-query budget must be a positive number")
+    if args.target_size is not None and args.target_size <= 0:
+        raise schemas.UserError("--target-size must be positive")
+    if args.t is not None and args.target_size is not None:
+        raise schemas.UserError("--t and --target-size both choose the budget: give one")
     keep_files, n_keep = _parquet(_folder(args.keep, "keep"), "--keep", schemas.KEEP)
     curated_files, _ = _parquet(_folder(args.curated, "curated"), "--curated", schemas.CURATED)
     shards_dir = _folder(args.images, "shards")
@@ -347,16 +449,25 @@ def run(argv: list[str] | None = None) -> dict:
             fileio.remove(fileio.join(args.output, name))
     start = time.perf_counter()
     p = beam.Pipeline(options=beam_options)
-    build(p, keep_files, curated_files, source_tars, args.output, args.samples_per_shard, args.seed, bits)
+    build(p, keep_files, curated_files, source_tars, args.output, args.samples_per_shard, args.seed, bits,
+          args.balance, args.t, args.target_size, args.balance_seed)
     counters = options.run_counted(p, beam_options, f"openwit.{STAGE}",
                                    {"ranges": 1 << bits, "shards": -(-n_keep // args.samples_per_shard)}, "samples")
     kept, missing = counters.get("kept", 0), counters.get("missing_sample", 0)
+    balanced_out = counters.get("balanced_out", 0)
     n_shards = -(-kept // args.samples_per_shard)
     stale = _remove_stale(args.output, n_shards)
     per_shard = [fileio.read_json(fileio.join(args.output, f"{shard_name(i)}_stats.json")) for i in range(n_shards)]
     sizes = {s["file"]: s["samples"] for s in per_shard}
     command = "openwit shard " + shlex.join(argv)
-    stats = {"job": STAGE, **schemas.run.ledger(STAGE, [schemas.run.step("join", n_keep, kept, {"missing_sample": missing})]),
+    steps = [schemas.run.step("join", n_keep, n_keep - missing, {"missing_sample": missing})]
+    if args.balance != "none":
+        steps.append(schemas.run.step("balance", n_keep - missing, kept, {"balanced_out": balanced_out}))
+    t = fileio.read_json(fileio.join(args.output, QUERY_COUNTS_DIR, T_FILE))["t"]
+    stats = {"job": STAGE, **schemas.run.ledger(STAGE, steps),
+             "balance": args.balance, "t": t, "target_size": args.target_size, "balance_seed": args.balance_seed,
+             "expected_samples_per_epoch": round(counters.get("keep_prob_micros", 0) / 1e6, 1)
+             if args.balance == "online" else None,
              "shards": n_shards, "samples_per_shard": args.samples_per_shard,
              "seed": args.seed, "bytes": sum(s["bytes"] for s in per_shard), "stale_files_removed": stale,
              "command": command, "schema_version": schemas.SCHEMA_VERSION}
@@ -388,6 +499,7 @@ def dataset_card(args: argparse.Namespace, stats: dict, per_shard: list[dict]) -
              "- each sample: `{uid}.jpg` (the image), `{uid}.txt` (the caption, UTF-8), `{uid}.json` "
              "(uid, url, page url, language, matched queries, sizes, sha256, pHash/dHash)",
              f"- order: sorted by blake2b-64 personalised '{schemas.ids.SHARD_ORDER}' of (seed={args.seed}, uid)",
+             *([f"- {balance_line(stats)}"] if balance_line(stats) else []),
              f"- manifest: `{INDEX_DIR}/NNNNN.parquet` (SHARD_INDEX, schema version {schemas.SCHEMA_VERSION}); "
              f"`{SIZES_FILE}` for open_clip", "", "## Funnel", "", "| stage | in | kept |", "|---|---:|---:|"]
     if curate:
@@ -419,9 +531,22 @@ def dataset_card(args: argparse.Namespace, stats: dict, per_shard: list[dict]) -
     return "\n".join(lines) + "\n"
 
 
+def balance_line(stats: dict) -> str:
+    """How the shards were balanced, in words ('' when they were not)."""
+    mode, t = stats.get("balance", "none"), stats.get("t")
+    if mode == "last":
+        return f"balanced last on the counts after download and dedupe (t = {t:,.1f}, seed {stats['balance_seed']})"
+    if mode == "online":
+        return (f"balanced online: keep probabilities (t = {t:,.1f}) in SHARD_INDEX; the trainer draws about "
+                f"{stats['expected_samples_per_epoch']:,.0f} samples per epoch")
+    return ""
+
+
 def summary(stats: dict) -> str:
     line = (f"shard: {stats['in']:,} kept images -> {stats['kept']:,} samples in {stats['shards']:,} shards "
             f"({stats['bytes'] / 1e6:,.1f} MB) in {stats['output']}")
+    if balance_line(stats):
+        line += f"\n  {balance_line(stats)}"
     for reason, n in stats["rejected"].items():
         line += f"\n  rejected {reason:<16} {n:>8,}  {schemas.describe(reason)}"
     return line

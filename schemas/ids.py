@@ -11,12 +11,14 @@ import hashlib
 
 # The closed set of purposes a seeded draw may serve.
 BALANCE = "balance"  # curate: MetaCLIP's per-query keep draw
+REBALANCE = "rebalance"  # shard: the keep draw of balancing again after download and dedupe
+ONLINE_BALANCE = "online-balance"  # trainer: an epoch's keep draws (online balancing)
 SHARD_ORDER = "shard-order"  # shard: a sample's place in the dataset order
 PARTITION = "partition"  # which output file of a stage a row lands in
 AUGMENT = "augment"  # trainer: the crop and greyscale draws of a sample in an epoch
 SPLIT = "split"  # a held-out split of samples (evaluation, probes)
 PERMUTE = "permute"  # trainer: the round keys of an epoch's sample permutation
-PURPOSES = frozenset({BALANCE, SHARD_ORDER, PARTITION, AUGMENT, SPLIT, PERMUTE})
+PURPOSES = frozenset({BALANCE, REBALANCE, ONLINE_BALANCE, SHARD_ORDER, PARTITION, AUGMENT, SPLIT, PERMUTE})
 
 
 def uid(url: str, text: str) -> str:

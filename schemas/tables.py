@@ -11,8 +11,8 @@ import pyarrow as pa
 
 from schemas import columns as C
 
-SCHEMA_VERSION = 2  # 2: QUERY_COUNTS per language, text_source in CANDIDATE and CURATED
-KNOWN_VERSIONS = frozenset({2})
+SCHEMA_VERSION = 3  # 2: QUERY_COUNTS per language, text_source in CANDIDATE and CURATED; 3: keep_prob in SHARD_INDEX
+KNOWN_VERSIONS = frozenset({3})
 
 META_NAME = b"openwit.schema"
 META_VERSION = b"openwit.schema_version"
@@ -124,6 +124,9 @@ SHARD_INDEX = _schema(
         _req(C.PHASH, pa.uint64()),
         _opt(C.DHASH, pa.uint64()),
         *_PROVENANCE,
+        # shard --balance online: the sample's keep probability against the per-query counts
+        # of the shards; the trainer draws each epoch's samples with it (null: no online balancing)
+        _opt(C.KEEP_PROB, pa.float64()),
     ],
 )
 

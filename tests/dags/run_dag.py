@@ -50,7 +50,8 @@ def main(work: Path, runs: int = 1) -> int:
         "input": str(work / "crawl" / crawl.WAT_PATHS),
         "output_root": str(work / "run"),
         "queries": str(queries),
-        "t": 30,
+        "t": 30,  # balanced last (the default): in shard, on the counts after download and dedupe
+        "curate_t": 60,  # and loosely before download, with a larger t
         "download_processes": 2,
         "download_threads": 16,
         "image_size": 64,

@@ -59,7 +59,7 @@ def test_the_dag_folder_imports_with_the_expected_graph(airflow_env):
     assert all(t["op"] == "BashOperator" for t in tasks.values())
     assert tasks["validate"]["retries"] == 0 and tasks["extract"]["retries"] == 2
     assert tasks["train"]["timeout"] >= 30 * 86400  # a multi-day run is not killed by a clock
-    for p in ("input", "output_root", "queries", "t", "target_size", "beam_runner", "beam_options",
+    for p in ("input", "output_root", "queries", "balance", "t", "target_size", "curate_t", "beam_runner", "beam_options",
               "download_processes", "recipe", "hostfile", "launcher", "eval_suite", "min_download_success", "min_shards"):
         assert p in got["params"], p
 
@@ -81,6 +81,9 @@ def test_dag_test_runs_the_whole_job_twice_with_the_same_outputs(airflow_env, tm
         assert name in outputs, sorted(outputs)
     run = tmp_path / "run"
     assert json.loads((run / "validate.json").read_text())["ok"]
+    curated, sharded = (json.loads((run / f).read_text()) for f in ("curate/curate_stats.json", "shards/shard_stats.json"))
+    assert curated["t"] == 60 and sharded["balance"] == "last" and sharded["t"] == 30
+    assert sharded["rejected"].get("balanced_out", 0) > 0 and sharded["ledger_ok"]
     evals = json.loads((run / "eval" / "results.json").read_text())
     assert {Path(r["dataset"]).name for r in evals} >= {"zeroshot_shape", "zeroshot_colour", "retrieval"}
     assert any("eval" in json.loads(line) for line in (run / "train" / "metrics.jsonl").read_text().splitlines())

@@ -90,7 +90,7 @@ def test_manifest_rows_point_at_their_bytes(made):
 def test_card_and_stats(made):
     _, out, stats = made
     card = (out / shard.CARD_FILE).read_text()
-    assert f"{stats['kept']:,} samples" in card and "openwit shard --keep" in card and "schema version 2" in card
+    assert f"{stats['kept']:,} samples" in card and "openwit shard --keep" in card and f"schema version {schemas.SCHEMA_VERSION}" in card
     per = json.loads((out / "00000_stats.json").read_text())
     assert per["samples"] == PER_SHARD and per["bytes"] == (out / "00000.tar").stat().st_size
 
@@ -250,3 +250,100 @@ def test_open_clip_train_reads_the_shards_as_they_are(made, tmp_path):
     assert result["errors"] == [], result["errors"][:3]
     assert result["seen"] == result["batches"] * 4 and result["seen"] >= total - 4 * 2  # an epoch, as it counts one
     assert result["shapes"] == [str(((3, 64, 64), (77,)))]
+
+
+# -- balancing after download and dedupe (--balance last | online) ---------------------------
+
+def _with_queries(root, tmp_path):
+    """The fixture's curate output with varied matches: most samples match one head query
+    'picture' (plus 'red' for some), the rest one tail query of their own each."""
+    import pyarrow as pa
+
+    cur = schemas.read_table(root / "curate" / "curated", schemas.CURATED).to_pylist()
+    for n, row in enumerate(cur):
+        row[C.MATCHED_QUERIES] = ["picture"] + (["red"] if n % 5 == 0 else []) if n % 4 else [f"tail{n}"]
+    folder = tmp_path / "curate" / "curated"
+    schemas.write_table(pa.Table.from_pylist(cur, schema=schemas.CURATED), folder / "part.parquet", schemas.CURATED)
+    return tmp_path / "curate", {r[C.UID]: r[C.MATCHED_QUERIES] for r in cur}
+
+
+def _balance_argv(root, curated, out, *extra):
+    return ["--keep", str(root / "dedupe"), "--images", str(root / "download"), "--curated", str(curated),
+            "--output", str(out), "--samples-per-shard", str(PER_SHARD), *extra]
+
+
+def test_balance_last_recounts_what_survived_and_draws_by_uid(made, tmp_path):
+    from pipeline import balance
+
+    root, _, _ = made
+    curated, queries = _with_queries(root, tmp_path)
+    keep = schemas.read_table(root / "dedupe" / "keep", schemas.KEEP)[C.UID].to_pylist()
+    counts = {}
+    for u in keep:  # the counts over dedupe's survivors, not over the curated rows
+        for q in queries[u]:
+            counts[q] = counts.get(q, 0) + 1
+    assert counts["picture"] > 10
+    stats = shard.run(_balance_argv(root, curated, tmp_path / "last", "--balance", "last", "--t", "6"))
+    assert stats["ledger_ok"] and stats["balance"] == "last" and stats["t"] == 6
+    assert [s["step"] for s in stats["steps"]] == ["join", "balance"]
+    expected = {u for u in keep if schemas.ids.uniform(schemas.ids.REBALANCE, 0, u)
+                < balance.keep_probability([counts[q] for q in queries[u]], 6)}
+    index = schemas.read_table(tmp_path / "last" / shard.INDEX_DIR, schemas.SHARD_INDEX)
+    assert set(index[C.UID].to_pylist()) == expected and 0 < len(expected) < len(keep)
+    assert index[C.KEEP_PROB].null_count == index.num_rows  # drawn here: nothing left for the trainer to draw
+    rejects = schemas.read_table(tmp_path / "last" / "rejects", schemas.REJECT).to_pylist()
+    assert {r[C.UID] for r in rejects} == set(keep) - expected
+    assert {r[C.REASON] for r in rejects} == {"balanced_out"} and stats["rejected"] == {"balanced_out": len(rejects)}
+    qc = {r[C.QUERY]: r for r in schemas.read_table(tmp_path / "last" / shard.QUERY_COUNTS_DIR,
+                                                      schemas.QUERY_COUNTS).to_pylist()}
+    assert {q: r[C.MATCH_COUNT] for q, r in qc.items()} == counts
+    assert qc["picture"][C.KEEP_PROB] == 6 / counts["picture"] and all(r[C.LANG] == "en" for r in qc.values())
+    assert qc["picture"][C.KEPT_COUNT] == sum("picture" in queries[u] for u in expected)
+    assert "balanced last" in (tmp_path / "last" / shard.CARD_FILE).read_text()
+    # the same bytes with one worker and small ranges, and the tail untouched
+    again = shard.run(_balance_argv(root, curated, tmp_path / "again", "--balance", "last", "--t", "6",
+                                    "--direct_num_workers=1", "--range-rows=5"))
+    assert again["kept"] == stats["kept"] and _files(tmp_path / "again") == _files(tmp_path / "last")
+    assert all(u in expected for u in keep if queries[u][0].startswith("tail"))
+
+
+def test_balance_online_keeps_every_sample_with_its_probability(made, tmp_path):
+    from pipeline import balance
+
+    root, _, _ = made
+    curated, queries = _with_queries(root, tmp_path)
+    keep = schemas.read_table(root / "dedupe" / "keep", schemas.KEEP)[C.UID].to_pylist()
+    stats = shard.run(_balance_argv(root, curated, tmp_path / "online", "--balance", "online", "--target-size", "20"))
+    assert stats["ledger_ok"] and stats["kept"] == len(keep) and stats["rejected"] == {}
+    index = schemas.read_table(tmp_path / "online" / shard.INDEX_DIR, schemas.SHARD_INDEX).to_pylist()
+    counts = {}
+    for u in keep:
+        for q in queries[u]:
+            counts[q] = counts.get(q, 0) + 1
+    t = stats["t"]
+    assert abs(balance.expected_size(counts.values(), t) - 20) < 1e-6
+    for row in index:
+        assert row[C.KEEP_PROB] == pytest.approx(balance.keep_probability([counts[q] for q in queries[row[C.UID]]], t))
+    assert stats["expected_samples_per_epoch"] == pytest.approx(sum(r[C.KEEP_PROB] for r in index), abs=0.1)
+    assert "trainer draws" in shard.summary({**stats, "output": "x"})
+
+
+@pytest.mark.parametrize("extra, words", [
+    (["--t", "5"], "--balance last"),
+    (["--balance", "last", "--t", "0"], "positive"),
+    (["--balance", "last", "--t", "5", "--target-size", "9"], "give one"),
+    (["--balance", "sometimes"], "invalid choice"),
+])
+def test_balance_flags_are_checked(made, tmp_path, extra, words, capsys):
+    root, _, _ = made
+    argv = _argv(root, tmp_path / "o", *extra)
+    try:
+        shard.run(argv)
+    except schemas.UserError as e:
+        message = str(e)
+    except SystemExit as e:
+        assert e.code == 2
+        message = capsys.readouterr().err
+    else:
+        raise AssertionError("accepted")
+    assert words in message

@@ -79,7 +79,7 @@ def test_unknown_version_is_refused_with_a_clear_message(tmp_path):
     table = sample_table(schemas.CURATED)
     future = table.replace_schema_metadata({META_NAME: b"CURATED", META_VERSION: b"99"})
     pq.write_table(future, tmp_path / "future.parquet")
-    with pytest.raises(schemas.SchemaError, match=r"future.parquet: CURATED schema version 99 is not known to this openwit \(it reads version 2\)"):
+    with pytest.raises(schemas.SchemaError, match=r"future.parquet: CURATED schema version 99 is not known to this openwit \(it reads version 3\)"):
         schemas.read_table(tmp_path / "future.parquet", schemas.CURATED)
 
 
