@@ -117,6 +117,8 @@ def rank_main(argv: list[str]) -> int:
         print(f"openwit train: {e}", file=sys.stderr)
         return 2
     if dist.get_rank() == 0:
+        balance = (f"; online balancing: {stats['samples_per_epoch']:,} of {stats['pool_samples']:,} samples drawn "
+                   "anew each epoch" if stats["balance"] == "online" else "")
         print(f"train: {stats['steps_run']} steps, {stats['samples_per_s']:,.0f} samples/s, final loss "
-              f"{stats['final_loss']:.4f}; checkpoints and final_weights.pt in {cfg.output}")
+              f"{stats['final_loss']:.4f}{balance}; checkpoints and final_weights.pt in {cfg.output}")
     return 0

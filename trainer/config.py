@@ -26,6 +26,7 @@ class TrainConfig:
     model: str = "openwit-debug"  # an open_clip model name (ours are registered from trainer/models/)
     data: str = ""  # an `openwit shard` output folder, or a webdataset spec (trainer/streams.py)
     samples_per_epoch: int = 0  # plain webdataset shards: samples in an epoch (open_clip's --train-num-samples)
+    balance: str = "auto"  # auto | online | off: draw each epoch with SHARD_INDEX's keep probabilities (auto: if set)
     shuffle_buffer: int = 1000  # plain webdataset shards: samples in each stream's shuffle buffer
     output: str = "runs/debug"
     micro_batch: int = 64  # per rank
@@ -242,6 +243,8 @@ def validate(cfg: TrainConfig) -> None:
             raise ConfigError(f"{name}: must be positive, got {getattr(cfg, name)}")
     if cfg.samples_per_epoch < 0 or cfg.shuffle_buffer < 1:
         raise ConfigError("samples_per_epoch must be 0 or more and shuffle_buffer at least 1")
+    if cfg.balance not in ("auto", "online", "off"):
+        raise ConfigError(f"balance: expected auto, online or off, got {cfg.balance!r}")
     if cfg.lr_schedule not in ("cosine", "const-cooldown"):
         raise ConfigError(f"lr_schedule: expected cosine or const-cooldown, got {cfg.lr_schedule!r}")
     if not 0 < cfg.lr_cooldown <= 1:

@@ -9,6 +9,16 @@ the global batch, not on the number of data workers, and a run resumed at step `
 reads exactly what an uninterrupted run reads from step ``s`` on. Every rank runs the same
 number of steps (the last partial global batch of an epoch is dropped).
 
+Online balancing (``openwit shard --balance online`` writes each sample's keep probability
+``p`` into SHARD_INDEX): each epoch keeps sample ``i`` iff a uniform draw from (seed, epoch,
+the sample's shard and place in it) is below ``p``, so every epoch is a fresh balanced draw
+of the pool, MetaCLIP 2's balancing in the data loader. The epoch's order is the same
+permutation of all samples with the dropped ones skipped; its length is fixed before the
+draw at the expected kept count less four standard deviations (so every epoch has the same
+number of steps, and the rare epoch that keeps fewer repeats its first samples). Which
+samples an epoch keeps is counted once per machine in blocks of the permutation, so step
+``s`` finds its samples without drawing the epoch from its start: resume stays exact.
+
 Decoding, the random resized crop (scale ``crop_scale``) and the optional greyscale
 (probability ``grayscale``), both drawn from (seed, epoch, uid) so augmentation repeats
 exactly on resume, and tokenisation run in DataLoader workers; worker
@@ -51,6 +61,9 @@ MAX_OPEN_TARS = 64  # per data worker; the least recently read is closed first
 
 
 RECORD = np.dtype([("offset", "<i8"), ("nbytes", "<u4")])  # one sample's byte range in its tar: 12 bytes
+KEEP = np.dtype("<f4")  # one sample's keep probability (online balancing), in record order
+BLOCK = 1 << 16  # permuted positions per block when an epoch's kept samples are counted
+_SIGMAS = 4.0  # an epoch's length: the expected kept count less this many standard deviations
 _READ_AHEAD = 32  # index files read at once while the records file is built
 
 
@@ -74,16 +87,34 @@ class Index:
     the others wait. A sample's uid comes from its tar members' names when it is read.
     """
 
-    def __init__(self, folder: str, shards: list[str], starts: np.ndarray, bases: np.ndarray, records: str):
+    def __init__(self, folder: str, shards: list[str], starts: np.ndarray, bases: np.ndarray, records: str,
+                 balance: dict | None = None):
         self.folder, self.shards, self.starts, self.bases, self.records = folder, shards, starts, bases, records
+        self.balance = balance  # online balancing: {"expected": sum of p, "variance": sum of p(1-p)}
         self._fd: int | None = None
         self._pid = 0
+        self._keep: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.starts[-1])
 
     def __getstate__(self) -> dict:  # a data worker opens the records file itself
-        return {**self.__dict__, "_fd": None, "_pid": 0}
+        return {**self.__dict__, "_fd": None, "_pid": 0, "_keep": None}
+
+    @property
+    def balanced(self) -> bool:
+        return self.balance is not None
+
+    def record_numbers(self, i: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(shard number, record number) of samples ``i``."""
+        s = np.searchsorted(self.starts, i, side="right") - 1
+        return s, self.bases[s] + i - self.starts[s]
+
+    def keep_probs(self, i: np.ndarray) -> np.ndarray:
+        """The keep probabilities of samples ``i`` (online balancing)."""
+        if self._keep is None:
+            self._keep = np.memmap(self.records.removesuffix(".records") + ".keep", KEEP, mode="r")
+        return np.asarray(self._keep[self.record_numbers(i)[1]], np.float64)
 
     def locate(self, i: int) -> tuple[str, int, int]:
         """(tar name, byte offset, byte count) of sample ``i``."""
@@ -137,7 +168,7 @@ class Index:
         if meta["samples"] == 0:
             raise schemas.UserError(f"--data {folder}: the shard index lists no samples")
         return cls(folder, meta["shards"], np.asarray(meta["starts"], np.int64), np.asarray(meta["bases"], np.int64),
-                   base + ".records")
+                   base + ".records", meta.get("balance"))
 
 
 def _read_index_file(path: str) -> pa.Table:
@@ -147,11 +178,18 @@ def _read_index_file(path: str) -> pa.Table:
         try:
             pf = pq.ParquetFile(fh)
             schemas.check_metadata(pf.schema_arrow, schemas.SHARD_INDEX, path)
-            table = pf.read(columns=[C.SHARD, C.SHARD_POSITION, C.TAR_OFFSET, C.TAR_BYTES])
+            table = pf.read(columns=[C.SHARD, C.SHARD_POSITION, C.TAR_OFFSET, C.TAR_BYTES, C.KEEP_PROB])
         except (pa.ArrowInvalid, OSError) as e:
             raise schemas.SchemaError(f"{path}: not a readable Parquet file ({e})") from None
-    if any(col.null_count for col in table.columns):
+    if any(col.null_count for col in table.columns[:4]):
         raise schemas.SchemaError(f"{path}: null shard, position, offset or bytes")
+    keep = table[C.KEEP_PROB]
+    if keep.null_count not in (0, len(keep)):
+        raise schemas.SchemaError(f"{path}: {C.KEEP_PROB} is set for some samples and not for others")
+    if keep.null_count == 0 and len(keep):
+        p = keep.to_numpy()
+        if not (np.isfinite(p).all() and p.min() > 0 and p.max() <= 1):
+            raise schemas.SchemaError(f"{path}: a {C.KEEP_PROB} outside (0, 1]")
     return table.sort_by([(C.SHARD, "ascending"), (C.SHARD_POSITION, "ascending")])
 
 
@@ -159,26 +197,36 @@ def _build(folder: str, files: list[str], base: str) -> None:
     """The records file (every sample's offset and bytes, each shard's samples together) and
     its sidecar (shard names in order, first sample number and first record of each)."""
     segments: dict[str, tuple[int, int]] = {}  # shard -> (first record, samples)
-    tmp = base + f".records.{os.getpid()}.tmp"
+    balance = {"expected": 0.0, "variance": 0.0, "with": 0, "without": 0}
+    tmp, tmp_keep = base + f".records.{os.getpid()}.tmp", base + f".keep.{os.getpid()}.tmp"
     try:
-        with open(tmp, "wb") as out, concurrent.futures.ThreadPoolExecutor(8) as pool:
-            _write_records(folder, files, out, pool, segments)
+        with open(tmp, "wb") as out, open(tmp_keep, "wb") as keep, concurrent.futures.ThreadPoolExecutor(8) as pool:
+            _write_records(folder, files, out, keep, pool, segments, balance)
+        if balance["with"] and balance["without"]:
+            raise schemas.SchemaError(
+                f"--data {folder}: {balance['with']:,} samples have a {C.KEEP_PROB} and {balance['without']:,} "
+                "do not: shard the whole dataset with --balance online, or with neither")
         os.replace(tmp, base + ".records")
+        if balance["with"]:
+            os.replace(tmp_keep, base + ".keep")
     finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(tmp)
+        for path in (tmp, tmp_keep):
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(path)
     n = sum(count for _, count in segments.values())
     order = sorted(segments)
     starts = np.zeros(len(order) + 1, np.int64)
     starts[1:] = np.cumsum([segments[s][1] for s in order])
     meta = {"folder": str(folder), "samples": n, "shards": [f"{s}.tar" for s in order],
-            "starts": starts.tolist(), "bases": [segments[s][0] for s in order]}
+            "starts": starts.tolist(), "bases": [segments[s][0] for s in order],
+            "balance": {"expected": balance["expected"], "variance": balance["variance"]} if balance["with"] else None}
     with fileio.atomic_local(base + ".json") as tmp:
         with open(tmp, "w") as fh:
             json.dump(meta, fh)
 
 
-def _write_records(folder: str, files: list[str], out, pool, segments: dict[str, tuple[int, int]]) -> None:
+def _write_records(folder: str, files: list[str], out, keep, pool, segments: dict[str, tuple[int, int]],
+                   balance: dict) -> None:
     n = 0
     for chunk in range(0, len(files), _READ_AHEAD):  # bounded: a few files in memory at a time
         names = files[chunk:chunk + _READ_AHEAD]
@@ -198,23 +246,43 @@ def _write_records(folder: str, files: list[str], out, pool, segments: dict[str,
             rec["offset"], rec["nbytes"] = offsets, sizes
             out.write(rec.tobytes())
             n += len(shard)
+            if table[C.KEEP_PROB].null_count:
+                balance["without"] += len(shard)
+            else:
+                p = table[C.KEEP_PROB].to_numpy().astype(KEEP)
+                keep.write(p.tobytes())
+                p = p.astype(np.float64)  # the figures of the probabilities the draws will use
+                balance["with"] += len(shard)
+                balance["expected"] += float(p.sum())
+                balance["variance"] += float((p * (1 - p)).sum())
 
 
 @dataclass
 class Plan:
-    samples: int
+    samples: int  # the pool the epoch's permutation runs over
     global_batch: int
     steps_per_epoch: int
     total_steps: int
     rule: str = ""  # how samples are ordered (the checkpoint sidecar's data.rule)
+    epoch_samples: int = 0  # samples an epoch uses (online balancing: fewer than the pool)
+    balanced: bool = False  # online balancing: each epoch draws its samples with their keep probabilities
 
     @classmethod
-    def make(cls, samples: int, global_batch: int, epochs: float, steps: int) -> "Plan":
-        per_epoch = samples // global_batch
+    def make(cls, samples: int, global_batch: int, epochs: float, steps: int,
+             balance: dict | None = None) -> "Plan":
+        rule, epoch_samples = ORDER_RULE, samples
+        if balance is not None:
+            epoch_samples = max(0, math.floor(balance["expected"] - _SIGMAS * math.sqrt(balance["variance"])))
+            rule = (f"{ORDER_RULE}; online balance: kept iff splitmix64(hash(seed, epoch, shard), place) < "
+                    f"{C.KEEP_PROB} (expected {balance['expected']:.1f}), the first {epoch_samples} kept")
+        per_epoch = epoch_samples // global_batch
         if per_epoch == 0:
-            raise schemas.UserError(f"the data holds {samples:,} samples, fewer than one global batch of "
+            what = (f"an epoch of {epoch_samples:,} samples after online balancing (of {samples:,})"
+                    if balance is not None else f"{samples:,} samples")
+            raise schemas.UserError(f"the data holds {what}, fewer than one global batch of "
                                     f"{global_batch:,}: lower micro_batch or accumulation")
-        return cls(samples, global_batch, per_epoch, steps or max(1, math.ceil(epochs * per_epoch)), ORDER_RULE)
+        return cls(samples, global_batch, per_epoch, steps or max(1, math.ceil(epochs * per_epoch)), rule,
+                   epoch_samples, balance is not None)
 
 
 ORDER_RULE = "feistel6(seed, epoch) over [0, samples); global batch s of the epoch"
@@ -265,14 +333,81 @@ class Permutation:
         return x.astype(np.int64)
 
 
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+
+
+class EpochDraw:
+    """Which samples one epoch keeps under online balancing, and the k-th of them in the
+    epoch's order.
+
+    Sample ``i`` (place ``j`` in shard ``s``) is kept iff ``u < p``, ``u`` the 53-bit
+    uniform of SplitMix64's ``j``-th output seeded with hash(seed, epoch, shard name): a
+    draw that depends on the sample, not on which other shards are read. Kept counts per
+    block of ``BLOCK`` permuted positions are computed once per machine and epoch (a few
+    seconds per 10M samples) into the index's cache folder; the k-th kept sample is then
+    found by recounting one block.
+    """
+
+    def __init__(self, index: Index, seed: int, epoch: int):
+        self.index, self.epoch = index, epoch
+        self.perm = Permutation(seed, epoch, len(index))
+        self.keys = np.array([schemas.ids.hash64(schemas.ids.ONLINE_BALANCE, seed, epoch, name)
+                              for name in index.shards], np.uint64)
+        self._block: tuple[int, np.ndarray] | None = None  # the last block recounted
+        self.counts = self._block_counts(seed)
+        self.kept = int(self.counts[-1]) if len(self.counts) else 0
+
+    def keeps(self, i: np.ndarray) -> np.ndarray:
+        """Whether this epoch keeps samples ``i``."""
+        s = np.searchsorted(self.index.starts, i, side="right") - 1
+        place = (i - self.index.starts[s]).astype(np.uint64)
+        with np.errstate(over="ignore"):
+            u = _mix(self.keys[s] + (place + np.uint64(1)) * _GOLDEN) >> np.uint64(11)
+        return u.astype(np.float64) * 2.0 ** -53 < self.index.keep_probs(i)
+
+    def _kept_in(self, b: int) -> np.ndarray:
+        """Sample numbers this epoch keeps among permuted positions of block ``b``, in order."""
+        if self._block is None or self._block[0] != b:
+            i = self.perm(np.arange(b * BLOCK, min((b + 1) * BLOCK, len(self.index))))
+            self._block = (b, i[self.keeps(i)])
+        return self._block[1]
+
+    def _block_counts(self, seed: int) -> np.ndarray:
+        path = self.index.records.removesuffix(".records") + f".epoch-{seed}-{self.epoch}.npy"
+        with open(self.index.records.removesuffix(".records") + ".lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # one machine's processes count an epoch once
+            if not os.path.exists(path):
+                blocks = -(-len(self.index) // BLOCK)
+                counts = np.cumsum([len(self._kept_in(b)) for b in range(blocks)], dtype=np.int64)
+                with fileio.atomic_local(path) as tmp, open(tmp, "wb") as fh:
+                    np.save(fh, counts)
+                return counts
+        return np.load(path)
+
+    def __call__(self, ks: np.ndarray) -> np.ndarray:
+        """Sample numbers of the epoch's kept samples ``ks`` (0-based, in the epoch's order);
+        past the epoch's kept count they start over."""
+        if self.kept == 0:
+            raise schemas.UserError(f"epoch {self.epoch} of online balancing keeps no sample")
+        ks = np.asarray(ks, np.int64) % self.kept
+        blocks = np.searchsorted(self.counts, ks, side="right")
+        out = np.empty(len(ks), np.int64)
+        for b in np.unique(blocks).tolist():
+            at = blocks == b
+            out[at] = self._kept_in(b)[ks[at] - (int(self.counts[b - 1]) if b else 0)]
+        return out
+
+
 def micro_batch_positions(plan: Plan, seed: int, step: int, micro: int, rank: int, world: int,
-                          micro_batch: int, cache: dict) -> np.ndarray:
-    """Index positions of one rank's micro-batch at a global step."""
+                          micro_batch: int, cache: dict, index: Index | None = None) -> np.ndarray:
+    """Index positions of one rank's micro-batch at a global step (``index``: the data's
+    Index, needed under online balancing)."""
     epoch, s = divmod(step, plan.steps_per_epoch)
     if cache.get("epoch") != epoch:
-        cache.update(epoch=epoch, perm=Permutation(seed, epoch, plan.samples))
+        cache.update(epoch=epoch, order=EpochDraw(index, seed, epoch) if plan.balanced
+                     else Permutation(seed, epoch, plan.samples))
     start = s * plan.global_batch + (micro * world + rank) * micro_batch
-    return cache["perm"](np.arange(start, start + micro_batch))
+    return cache["order"](np.arange(start, start + micro_batch))
 
 
 def member_key(path: str) -> tuple[str, str]:
@@ -327,7 +462,7 @@ class RankStream(torch.utils.data.IterableDataset):
             step = self.start_step + m // self.accumulation
             micro = m % self.accumulation
             pos = micro_batch_positions(self.plan, self.seed, step, micro, self.rank, self.world,
-                                        self.micro_batch, cache)
+                                        self.micro_batch, cache, self.index)
             yield self.batch(pos, step // self.plan.steps_per_epoch, step, micro)
 
     def read(self, i: int) -> tuple[str, bytes, str]:

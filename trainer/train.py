@@ -19,6 +19,7 @@ import torch
 import torch.distributed as dist
 
 import schemas
+from schemas import columns as C
 from schemas import fileio
 from trainer import checkpoints, data, engine, models, streams
 from trainer.config import TrainConfig
@@ -80,9 +81,16 @@ def run(cfg: TrainConfig, resume: str | None = None) -> dict:
         if cfg.samples_per_epoch:
             raise schemas.UserError(f"samples_per_epoch is for plain webdataset shards; --data {cfg.data} has a "
                                     f"SHARD_INDEX of {len(src):,} samples, which sets the epoch")
-        plan = data.Plan.make(len(src), cfg.global_batch(world), cfg.epochs, cfg.steps)
+        if cfg.balance == "online" and not src.balanced:
+            raise schemas.UserError(f"balance=online: --data {cfg.data} has no {C.KEEP_PROB} in its SHARD_INDEX "
+                                    "(shard it with --balance online)")
+        plan = data.Plan.make(len(src), cfg.global_batch(world), cfg.epochs, cfg.steps,
+                              src.balance if cfg.balance != "off" else None)
         order_rule = plan.rule
     else:
+        if cfg.balance == "online":
+            raise schemas.UserError(f"balance=online needs an `openwit shard --balance online` output; --data "
+                                    f"{cfg.data} is plain webdataset shards")
         if not cfg.samples_per_epoch:
             raise schemas.UserError(f"--data {cfg.data}: no SHARD_INDEX lists these {len(src):,} shards, so set "
                                     "samples_per_epoch=N (open_clip's --train-num-samples)")
@@ -229,6 +237,8 @@ def run(cfg: TrainConfig, resume: str | None = None) -> dict:
     stats = {"steps": plan.total_steps, "start_step": start_step, "steps_run": steps_run,
              "samples_seen": min(plan.total_steps, stop_at) * plan.global_batch, "world_size": world,
              "global_batch": plan.global_batch, "seconds": round(seconds, 2),
+             "balance": "online" if plan.balanced else "off", "samples_per_epoch": plan.epoch_samples,
+             "pool_samples": plan.samples,
              "samples_per_s": steps_run * plan.global_batch / max(seconds, 1e-9),
              "data_wait_fraction": wait / max(wait + compute, 1e-9), "final_loss": loss_value,
              "logit_scale": scale, "invalid_samples": invalid_total, "eval_seconds": round(eval_seconds, 2)}
@@ -289,7 +299,7 @@ def checkpoint(eng, cfg: TrainConfig, work: str, run_dir: str, step: int, plan: 
             "step": step, "samples_seen": step * plan.global_batch, "global_batch": plan.global_batch,
             "world_size": world, "data": {"seed": cfg.seed, "epoch": epoch, "step_in_epoch": in_epoch,
                                           "steps_per_epoch": plan.steps_per_epoch, "samples": plan.samples,
-                                          "rule": plan.rule},
+                                          "epoch_samples": plan.epoch_samples, "rule": plan.rule},
             "model": cfg.model, "model_config": models.model_config(cfg.model), "config": cfg.to_dict(),
             "schema_version": schemas.SCHEMA_VERSION, "torch": torch.__version__})
         for _, old in checkpoints.done(ckpt_dir)[:-cfg.keep_checkpoints]:

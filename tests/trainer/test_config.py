@@ -106,3 +106,9 @@ def test_a_deepspeed_config_may_not_set_what_openwit_derives(tmp_path, text, nee
     assert needle in str(e.value) and "\n" not in str(e.value)
     with pytest.raises(ConfigError, match="no such file"):
         load("debug", None, [], str(tmp_path / "missing.json"))
+
+
+def test_balance_is_auto_online_or_off():
+    assert load("debug", None, []).balance == "auto" and load("debug", None, ["balance=off"]).balance == "off"
+    with pytest.raises(ConfigError, match="balance: expected auto, online or off, got 'last'"):
+        load("debug", None, ["balance=last"])

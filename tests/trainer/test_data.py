@@ -196,3 +196,144 @@ def test_an_unwritable_records_folder_is_one_line(shards, tmp_path):
     (tmp_path / "file").write_text("")
     with pytest.raises(schemas.UserError, match="set OPENWIT_WORK"):
         data.Index.load(str(shards), str(tmp_path / "file" / "cache"))
+
+
+# -- online balancing ------------------------------------------------------------------
+
+_T = 400
+_QUERIES = {"head-a": 6000, "head-b": 3000, "head-c": 1200, "mid": 600, **{f"tail-{k}": 40 for k in range(50)}}
+
+
+def _balanced_index(folder, shards=12, with_keep=True):
+    """A SHARD_INDEX of 12,800 samples (no tars: the Index reads only the manifest), each
+    matching one query of _QUERIES, its keep probability min(1, t / count) as shard writes it."""
+    import pyarrow as pa
+
+    from pipeline import balance
+
+    queries = [q for q, n in _QUERIES.items() for _ in range(n)]
+    rng = np.random.default_rng(0)
+    rng.shuffle(queries)
+    per = -(-len(queries) // shards)
+    (folder / "index").mkdir(parents=True)
+    for s in range(shards):
+        part = queries[s * per:(s + 1) * per]
+        n = len(part)
+        table = pa.table({
+            C.UID: [f"{s:05d}-{j}" for j in range(n)], C.SHARD: [f"{s:05d}"] * n,  # not-a-column
+            C.SHARD_POSITION: pa.array(range(n), pa.int32()), C.KEY: [f"{j:09d}" for j in range(n)],
+            C.TAR_OFFSET: [1024 * j for j in range(n)], C.TAR_BYTES: [1024] * n,
+            C.URL: ["http://x.test/i.jpg"] * n, C.TEXT: part, C.MATCHED_QUERIES: [[q] for q in part],
+            C.WIDTH: pa.array([64] * n, pa.int32()), C.HEIGHT: pa.array([64] * n, pa.int32()),
+            C.SHA256: ["0" * 64] * n, C.PHASH: pa.array([0] * n, pa.uint64()), C.SOURCE_FILE: ["crawl"] * n,
+            C.SOURCE_OFFSET: [0] * n, C.SOURCE_FORMAT: ["list"] * n,
+            C.KEEP_PROB: pa.array([balance.keep_probability([_QUERIES[q]], _T) if with_keep else None
+                                   for q in part], pa.float64())})
+        for f in schemas.SHARD_INDEX:
+            if f.name not in table.column_names:
+                table = table.append_column(f.name, pa.nulls(n, f.type))
+        schemas.write_table(table, folder / "index" / f"{s:05d}.parquet", schemas.SHARD_INDEX)
+    return [q for s in range(shards) for q in queries[s * per:(s + 1) * per]]  # in sample order
+
+
+def _sd(count):
+    p = min(1.0, _T / count)
+    return (count * p * (1 - p)) ** 0.5
+
+
+def test_online_balancing_draws_each_epoch_anew_within_binomial_bounds_of_t(tmp_path):
+    queries = np.array(_balanced_index(tmp_path / "data"))
+    index = data.Index.load(str(tmp_path / "data"), str(tmp_path / "cache"))
+    assert index.balanced and len(index) == sum(_QUERIES.values())
+    expected = sum(min(n, _T) for n in _QUERIES.values())
+    assert index.balance["expected"] == pytest.approx(expected, rel=1e-6)
+    kept_sets = []
+    for epoch in range(5):
+        draw = data.EpochDraw(index, 3, epoch)
+        kept = draw.keeps(np.arange(len(index)))
+        kept_sets.append(kept)
+        assert draw.kept == kept.sum()
+        for q, n in _QUERIES.items():
+            got = int(kept[queries == q].sum())
+            if n <= _T:
+                assert got == n, q  # a tail query keeps every sample
+            else:  # a head query keeps Binomial(n, t / n): t on average
+                assert abs(got - _T) <= 4.5 * _sd(n), (epoch, q, got)
+        assert abs(draw.kept - expected) <= 4.5 * index.balance["variance"] ** 0.5
+    assert all((a != b).any() for a, b in zip(kept_sets, kept_sets[1:]))  # each epoch draws anew
+    # seeded by the sample, not by the set of shards read: the same shard alone draws the same
+    alone = data.Index.load(str(tmp_path / "data"), str(tmp_path / "cache2"), only={"00003"})
+    first = int(index.starts[3])
+    assert (data.EpochDraw(alone, 3, 2).keeps(np.arange(len(alone)))
+            == kept_sets[2][first:first + len(alone)]).all()
+
+
+def test_an_online_balanced_epoch_is_kept_samples_in_permuted_order_and_resumes_exactly(tmp_path):
+    queries = np.array(_balanced_index(tmp_path / "data"))
+    index = data.Index.load(str(tmp_path / "data"), str(tmp_path / "cache"))
+    plan = data.Plan.make(len(index), 100, 2, 0, index.balance)
+    assert plan.balanced and plan.samples == len(index) and "online balance" in plan.rule
+    assert plan.epoch_samples == int(index.balance["expected"] - 4 * index.balance["variance"] ** 0.5)
+    assert plan.steps_per_epoch == plan.epoch_samples // 100 and plan.total_steps == 2 * plan.steps_per_epoch
+    cache: dict = {}
+    seq = [data.micro_batch_positions(plan, 3, step, a, r, 2, 25, cache, index)
+           for step in range(plan.total_steps) for a in range(2) for r in range(2)]
+    for epoch in range(2):
+        got = np.concatenate(seq[epoch * plan.steps_per_epoch * 4:(epoch + 1) * plan.steps_per_epoch * 4])
+        kept = data.EpochDraw(index, 3, epoch).keeps(np.arange(len(index)))
+        assert len(set(got.tolist())) == len(got) and kept[got].all()  # kept samples, each once
+        counts = {q: int((queries[got] == q).sum()) for q in ("head-a", "head-b", "tail-0")}
+        assert counts["tail-0"] <= 40 and all(abs(counts[q] - _T) <= 5 * _sd(_QUERIES[q]) + 40
+                                              for q in ("head-a", "head-b")), counts
+        order = data.Permutation(3, epoch, len(index))(np.arange(len(index)))
+        assert got.tolist() == [i for i in order.tolist() if kept[i]][:len(got)]  # the permutation, dropped skipped
+    # a resumed run on another machine (its own cache, block counts rebuilt) reads the same from step 7 on
+    other = data.Index.load(str(tmp_path / "data"), str(tmp_path / "other-cache"))
+    resumed = [data.micro_batch_positions(plan, 3, step, a, r, 2, 25, {}, other)
+               for step in range(7, plan.total_steps) for a in range(2) for r in range(2)]
+    assert all((x == y).all() for x, y in zip(resumed, seq[7 * 4:]))
+    assert [n for n in os.listdir(tmp_path / "other-cache") if ".epoch-3-" in n]  # counted once per machine
+
+
+def test_an_epoch_that_keeps_fewer_than_its_length_starts_over():
+    class Tiny:
+        starts = np.array([0, 4])
+        shards = ["00000.tar"]
+        records = "/nonexistent.records"
+
+        def __len__(self):
+            return 4
+
+        def keep_probs(self, i):
+            return np.where(np.asarray(i) == 2, 1.0, 1e-12)
+
+    draw = object.__new__(data.EpochDraw)
+    draw.index, draw.epoch, draw.perm = Tiny(), 0, data.Permutation(0, 0, 4)
+    draw.keys = np.array([7], np.uint64)
+    draw.counts, draw.kept, draw._block = np.array([1]), 1, None
+    assert draw(np.arange(3)).tolist() == [2, 2, 2]
+
+
+def test_online_balancing_refuses_mixed_or_unusable_keep_probabilities(tmp_path):
+    import pyarrow.parquet as pq
+
+    _balanced_index(tmp_path / "a")
+    _balanced_index(tmp_path / "b", with_keep=False)
+    index = data.Index.load(str(tmp_path / "b"), str(tmp_path / "cache"))
+    assert not index.balanced and not data.Plan.make(len(index), 100, 1, 0).balanced
+    mixed = tmp_path / "mixed"
+    shutil.copytree(tmp_path / "a", mixed)
+    shutil.copy(tmp_path / "b" / "index" / "00000.parquet", mixed / "index" / "00000.parquet")
+    with pytest.raises(schemas.SchemaError, match=r"have a keep_prob and 1,067 do not: shard the whole dataset"):
+        data.Index.load(str(mixed), str(tmp_path / "cache"))
+    bad = tmp_path / "bad"
+    shutil.copytree(tmp_path / "a", bad)
+    path = bad / "index" / "00001.parquet"
+    table = pq.read_table(path)
+    p = table[C.KEEP_PROB].to_pylist()
+    p[5] = 1.5
+    pq.write_table(table.set_column(table.schema.get_field_index(C.KEEP_PROB), C.KEEP_PROB, [p]), path)
+    with pytest.raises(schemas.SchemaError, match=r"00001.parquet: a keep_prob outside \(0, 1\]"):
+        data.Index.load(str(bad), str(tmp_path / "cache"))
+    with pytest.raises(schemas.UserError, match="an epoch of 3 samples after online balancing"):
+        data.Plan.make(1000, 64, 1, 0, {"expected": 3.0, "variance": 0.0})

@@ -237,3 +237,41 @@ def test_two_nodes_on_loopback_with_the_deepspeed_launcher(shards, tmp_path):
     assert config["world_size"] == 2
     assert (out / "checkpoints" / "step00000003" / "openwit.json").exists()
     assert [m["step"] for m in metrics(out)] == [1, 2, 3]
+
+
+def test_online_balancing_draws_each_epoch_anew_and_resumes_exactly(shards, tmp_path):
+    from pipeline import shard
+
+    root = shards.parent
+    balanced = tmp_path / "balanced"
+    shard.run(["--keep", str(root / "dedupe"), "--images", str(root / "download"), "--curated",
+               str(root / "curate"), "--output", str(balanced), "--samples-per-shard", "64",
+               "--balance", "online", "--t", "100"])  # every sample matches one query: p = 100 / 202
+    stats = json.loads((balanced / "shard_stats.json").read_text())
+    common = ["epochs=3", "precision=fp32", "zero_stage=0", "micro_batch=16", "checkpoint_every=2",
+              'extra={"record_samples": true}']
+    full = tmp_path / "full"
+    output = train(balanced, full, *common)
+    run = json.loads((full / "train_stats.json").read_text())
+    assert run["balance"] == "online" and run["pool_samples"] == stats["kept"]
+    assert 0 < run["samples_per_epoch"] < stats["kept"]
+    assert run["samples_per_epoch"] <= stats["expected_samples_per_epoch"]
+    assert f"online balancing: {run['samples_per_epoch']:,} of {stats['kept']:,} samples drawn anew" in output
+    per_epoch = run["samples_per_epoch"] // 16
+    lines = (full / "samples-rank0-from00000000.txt").read_text().splitlines()
+    epochs = [[u for line in lines if int(line.split()[0]) // per_epoch == e for u in line.split()[2:]]
+              for e in range(3)]
+    assert all(len(set(e)) == len(e) == per_epoch * 16 for e in epochs)  # each sample once in an epoch
+    assert len({frozenset(e) for e in epochs}) == 3  # and each epoch a new draw
+    # stopped after a checkpoint, then resumed: the same samples, the same weights
+    part = tmp_path / "part"
+    train(balanced, part, *common[:-1], 'extra={"record_samples": true, "stop_at": 2}')
+    train(balanced, part, *common, resume="latest")
+    resumed = [line for name in ("samples-rank0-from00000000.txt", "samples-rank0-from00000002.txt")
+               for line in (part / name).read_text().splitlines()]
+    assert resumed == lines
+    assert all(torch.equal(a, b) for a, b in zip(weights(full).values(), weights(part).values()))
+    # balance=online on data without keep probabilities is one line
+    proc = train(shards, tmp_path / "refused", "steps=1", "balance=online", wait=False)
+    text, _ = proc.communicate(timeout=900)
+    assert proc.returncode == 2 and "balance=online" in text and "--balance online" in text and "Traceback" not in text
