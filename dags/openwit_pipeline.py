@@ -79,7 +79,8 @@ with DAG(
         "input": Param("", type="string", minLength=1,
                        description="WAT/WARC files: a glob, a comma list, or a *.paths(.gz) list as Common Crawl publishes"),
         "output_root": Param("", type="string", minLength=1, description="the run's folder (local or gs://, s3://)"),
-        "queries": Param("", type="string", description="query list file (one entry a line); empty: curate's default"),
+        "queries": Param("", type="string", description="query list file (one entry a line), or a folder of "
+                         "per-language lists <language>.txt (worldwide); empty: curate's default"),
         "balance": Param("last", type="string", enum=["last", "online", "curate"],
                          description="where to balance: last (shard, on the counts after download and dedupe), "
                          "online (the trainer draws every epoch), or curate (before download)"),
@@ -90,7 +91,11 @@ with DAG(
         "curate_t": Param(None, type=["null", "number"], exclusiveMinimum=0,
                           description="balance=last or online: a larger t to balance with before download too "
                           "(fewer downloads); empty: curate keeps every matched text"),
-        "languages": Param("en", type="string", description="languages to keep, comma-separated, or 'all'"),
+        "per_language_t": Param(False, type="boolean",
+                                description="balance last or online on a worldwide run (a folder of per-language "
+                                "lists): t sets English's, every other language keeps English's tail share"),
+        "languages": Param("", type="string", description="languages to keep, comma-separated, or 'all'; empty: "
+                           "curate's default (en, or with a folder of per-language query lists, their languages)"),
         "beam_runner": Param("FnApiRunner", type="string",
                              enum=["FnApiRunner", "DataflowRunner", "FlinkRunner", "SparkRunner", "PortableRunner"],
                              description="the Beam runner for extract, curate, dedupe and shard"),
@@ -134,7 +139,8 @@ with DAG(
             "{% if params.t %}--t {{ params.t }}{% endif %}"
             " {% if params.target_size %}--target-size {{ params.target_size }}{% endif %}"
             "{% elif params.curate_t %}--t {{ params.curate_t }}{% else %}--no-balance{% endif %}"
-            f" --languages {{{{ params.languages | sh }}}} {BEAM}"),
+            " {% if params.languages %}--languages {{ params.languages | sh }}{% endif %}"
+            f" {BEAM}"),
     )
     download = BashOperator(
         task_id="download",
@@ -158,7 +164,8 @@ with DAG(
             f" --output {ROOT}/shards --samples-per-shard {{{{ params.samples_per_shard }}}}"
             " {% if params.balance != 'curate' %}--balance {{ params.balance }}"
             " {% if params.t %}--t {{ params.t }}{% endif %}"
-            " {% if params.target_size %}--target-size {{ params.target_size }}{% endif %}{% endif %}"
+            " {% if params.target_size %}--target-size {{ params.target_size }}{% endif %}"
+            " {% if params.per_language_t %}--per-language-t{% endif %}{% endif %}"
             f" {BEAM}"),
     )
     validate = BashOperator(

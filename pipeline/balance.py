@@ -10,8 +10,11 @@ shard order) shares its randomness.
 
 from __future__ import annotations
 
+import math
 from itertools import accumulate
 from typing import Iterable, Sequence
+
+import numpy as np
 
 from schemas import ids
 
@@ -70,3 +73,94 @@ def solve_t(counts: Iterable[int], target: int) -> float:
 def expected_size(counts: Iterable[int], t: float) -> float:
     return float(sum(min(c, t) for c in counts))
 
+
+
+# -- worldwide: a t per language with the same tail share as English (MetaCLIP 2) -----------
+
+class LanguageCounts:
+    """Per language, its queries' match counts sorted ascending and their running share of
+    the language's matches: what the worldwide budgets are computed from."""
+
+    def __init__(self, counts: dict[tuple[str, str], int]):
+        by_lang: dict[str, list[int]] = {}
+        for (lang, _), n in counts.items():
+            if n > 0:
+                by_lang.setdefault(lang, []).append(n)
+        self.sorted = {lang: np.sort(np.asarray(cs, np.float64)) for lang, cs in sorted(by_lang.items())}
+        self.shares = {lang: np.cumsum(cs) / cs.sum() for lang, cs in self.sorted.items()}
+
+    def tail_share(self, lang: str, t: float) -> float:
+        """The share of ``lang``'s matches that fall on its tail entries (count below t)."""
+        cs = self.sorted[lang]
+        k = int(np.searchsorted(cs, t, side="left"))  # entries with count < t
+        return float(self.shares[lang][k - 1]) if k else 0.0
+
+    def t_for_share(self, lang: str, share: float) -> float:
+        """MetaCLIP 2's rule: the count at which the running share of the language's
+        matches, over its counts sorted ascending, comes closest to ``share`` (the first on
+        a tie)."""
+        shares = self.shares[lang]
+        k = int(np.searchsorted(shares, share, side="left"))
+        near = [i for i in (k - 1, k) if 0 <= i < len(shares)]
+        best = min(near, key=lambda i: (abs(shares[i] - share), i))
+        return float(self.sorted[lang][best])
+
+    def budgets(self, t_en: float, english: str = "en") -> dict[str, float]:
+        """A t for every language: English's is ``t_en``; every other language's keeps the
+        tail share English has at ``t_en``. Without English matches, all get ``t_en``."""
+        if english not in self.sorted or not math.isfinite(t_en):
+            return {lang: float(t_en) for lang in self.sorted}
+        share = self.tail_share(english, t_en)
+        return {lang: float(t_en) if lang == english else self.t_for_share(lang, share) for lang in self.sorted}
+
+    def size(self, budgets: dict[str, float]) -> float:
+        """The expected kept matches-per-query sum, sum over languages of sum(min(c, t_lang))."""
+        return float(sum(np.minimum(cs, budgets[lang]).sum() for lang, cs in self.sorted.items()))
+
+
+def language_budgets(counts: dict[tuple[str, str], int], t_en: float, english: str = "en") -> dict[str, float]:
+    return LanguageCounts(counts).budgets(t_en, english)
+
+
+def solve_world_t(counts: dict[tuple[str, str], int], target: int, english: str = "en") -> float:
+    """English's t for which the expected size over every language, each at its own t,
+    comes closest to ``target`` from below (by bisection: the size grows with t_en)."""
+    lc = LanguageCounts(counts)
+    top = float(max((cs[-1] for cs in lc.sorted.values()), default=DEFAULT_T))
+    if lc.size(lc.budgets(top, english)) <= target:
+        return top
+    lo, hi = 1.0, top
+    if lc.size(lc.budgets(lo, english)) > target:
+        return lo
+    while hi - lo > 1e-9 * hi:
+        mid = (lo + hi) / 2
+        if lc.size(lc.budgets(mid, english)) <= target:
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
+class Budgets(dict):
+    """{language: t} with English's (or the single) t as ``main``; a language with no
+    counted match gets ``main``."""
+
+    def __init__(self, by_lang: dict[str, float], main: float):
+        super().__init__(by_lang)
+        self.main = main
+
+    def __missing__(self, lang: str) -> float:
+        return self.main
+
+    def __reduce__(self):
+        return (Budgets, (dict(self), self.main))
+
+
+def budgets(counts: dict[tuple[str, str], int], t: float | None, target: int | None, worldwide: bool) -> Budgets:
+    """The t of every language: one t for all (--t, or solved for --target-size), or in
+    worldwide mode English's t and every other language's by MetaCLIP 2's tail-share rule."""
+    if not worldwide:
+        value = solve_t(list(counts.values()), target) if target else float(t or DEFAULT_T)
+        return Budgets({}, value)
+    t_en = solve_world_t(counts, target) if target else float(t or DEFAULT_T)
+    return Budgets(language_budgets(counts, t_en), t_en)

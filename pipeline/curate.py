@@ -25,6 +25,14 @@ Steps, cheapest and most selective first, and what their order means for the cou
 6. balance  keep with 1 - prod(1 - t / max(count_(lang,q), t)) by a hash of (seed, uid),
             each text against its own language's counts; drop balanced_out.
 
+Worldwide (MetaCLIP 2): --queries names a folder of per-language lists (``en.txt``,
+``zh.txt``, ...; the file name is the language code). Step 2 matches every text against
+all lists at once, each entry padded by the script-aware rule (pipeline/matching.py); step
+4 keeps, of a text's matches, those of its own language's list (no_language_match when
+none is left). English is balanced at --t; every other language at the t that leaves it
+the share of matches on tail entries that English has (MetaCLIP 2's rule); --target-size
+solves English's t for the total. The ledger and the report gain a section per language.
+
 Outputs under --output: curated/part-*.parquet (sorted by uid; img2dataset reads it with
 --url_col url --caption_col text), query_counts/, rejects/, curate_stats.json (the ledger:
 for every step, in = kept + sum(rejected)).
@@ -57,7 +65,7 @@ from schemas import columns as C
 from pipeline import balance, options, outputs, progress, textclean
 from schemas import fileio
 from pipeline.langid import BACKENDS, DEFAULT_BACKEND, LanguageId, known_languages
-from pipeline.matching import QueryMatcher, load_entries
+from pipeline.matching import QueryMatcher, WorldMatcher, load_entries, own_language
 
 SUMMARY = "match, balance, deduplicate and language-tag candidates into the url list to download (Beam)"
 STAGE = schemas.run.CURATE
@@ -84,6 +92,36 @@ def rows_per_file(candidates: int) -> int:
 
 def _counter(step: str, outcome: str) -> Metrics.DelegatingCounter:
     return Metrics.counter(f"openwit.{STAGE}", f"{step}:{outcome}")
+
+
+LANG_SEP = "@"  # a per-language counter: ``<step>@<language>:<outcome>``
+LANG_STEPS = ("language", "balance")
+
+
+def language_ledgers(counters: dict[str, int]) -> dict[str, dict]:
+    """The per-language sections of the ledger, from the per-language counters: the texts
+    each language id gave that language, through the language and balance steps."""
+    by_lang: dict[str, dict[str, int]] = {}
+    for name, n in counters.items():
+        step, sep, rest = name.partition(LANG_SEP)
+        if sep and step in LANG_STEPS:
+            lang, _, outcome = rest.partition(":")
+            by_lang.setdefault(lang, {})[f"{step}:{outcome}"] = n
+    out = {}
+    for lang, named in sorted(by_lang.items()):
+        entering = sum(n for k, n in named.items() if k.startswith("language:"))
+        out[lang] = schemas.run.ledger(STAGE, schemas.run.steps_from_counters(named, LANG_STEPS, entering))
+    return out
+
+
+def load_lists(folder: str) -> dict[str, list[str]]:
+    """A worldwide folder's lists: ``<language>.txt`` -> its entries."""
+    lists = {}
+    for name in sorted(fileio.listdir(folder)):
+        if name.endswith(".txt") and not name.startswith("."):
+            lines = fileio.read_bytes(fileio.join(folder, name)).decode("utf-8").splitlines()
+            lists[name.removesuffix(".txt")] = load_entries(lines)
+    return lists
 
 
 def reject_row(row: dict, reason: str, detail: str | None = None, duplicate_of: str | None = None) -> dict:
@@ -163,6 +201,8 @@ class CleanAndMatchFn(beam.DoFn):
 
     def setup(self) -> None:
         def build() -> _MatcherHolder:
+            if fileio.isdir(self.queries):  # worldwide: every language's list, matches tagged
+                return _MatcherHolder(WorldMatcher(load_lists(self.queries), self.lowercase))
             with fileio.open_read(self.queries) as fh:
                 entries = load_entries(fh.read().decode("utf-8").splitlines())
             return _MatcherHolder(QueryMatcher(entries, self.lowercase))
@@ -256,21 +296,32 @@ def dedupe_table(table: pa.Table, dedupe_url: bool) -> tuple[pa.Table, list[dict
     return kept, rejects
 
 
-def language_table(table: pa.Table, langid: LanguageId, allowed: frozenset[str] | None) -> tuple[pa.Table, list[dict]]:
+def language_table(table: pa.Table, langid: LanguageId, allowed: frozenset[str] | None,
+                   worldwide: bool = False) -> tuple[pa.Table, list[dict], Counter]:
     """Step 4 on one shard's deduplicated rows: language and its probability set on every
-    row; the rows of languages not allowed come back as language_filtered rejects."""
+    row; the rows of languages not allowed come back as language_filtered rejects; in
+    worldwide mode a row keeps only its own language's matches (no_language_match when
+    none is left). Also returns the per-language outcomes."""
     found = [langid.detect(text) for text in table[C.TEXT].to_pylist()]
     langs = [lang for lang, _ in found]
     for name, values in ((C.LANG, langs), (C.LANG_PROB, [prob for _, prob in found])):
         index = table.schema.get_field_index(name)
         field = table.schema.field(index)
         table = table.set_column(index, field, pa.array(values, field.type))
-    if allowed is None:
-        return table, []
-    keep = np.fromiter((lang in allowed for lang in langs), dtype=bool, count=len(langs))
+    reasons: list[str | None] = [None if allowed is None or lang in allowed else "language_filtered" for lang in langs]
+    if worldwide:
+        own = [own_language(tagged, lang) for tagged, lang in zip(table[C.MATCHED_QUERIES].to_pylist(), langs)]
+        reasons = [r or (None if matches else "no_language_match") for r, matches in zip(reasons, own)]
+        index = table.schema.get_field_index(C.MATCHED_QUERIES)
+        table = table.set_column(index, table.schema.field(index), pa.array(own, table.schema.field(index).type))
+    outcomes = Counter((lang or "und", r or "kept") for lang, r in zip(langs, reasons))
+    keep = np.fromiter((r is None for r in reasons), dtype=bool, count=len(reasons))
+    if keep.all():
+        return table, [], outcomes
     dropped = table.filter(pa.array(~keep)).select([C.UID, C.URL, C.SOURCE_FILE, C.SOURCE_OFFSET, C.LANG])
-    rejects = [reject_row(row, "language_filtered", row[C.LANG]) for row in dropped.to_pylist()]
-    return table.filter(pa.array(keep)), rejects
+    why = [r for r in reasons if r is not None]
+    rejects = [reject_row(row, reason, row[C.LANG]) for row, reason in zip(dropped.to_pylist(), why)]
+    return table.filter(pa.array(keep)), rejects, outcomes
 
 
 def language_query_counts(table: pa.Table) -> dict[tuple[str, str], int]:
@@ -287,8 +338,10 @@ class DedupeShardFn(beam.DoFn):
     to the next exchange file. Emits (shard, that file) and, tagged, the shard's
     (language, query) counts and its rejects' names."""
 
-    def __init__(self, dedupe_url: bool, output: str, allowed: frozenset[str] | None, backend: str):
+    def __init__(self, dedupe_url: bool, output: str, allowed: frozenset[str] | None, backend: str,
+                 worldwide: bool = False):
         self.dedupe_url, self.output, self.allowed, self.backend = dedupe_url, output, allowed, backend
+        self.worldwide = worldwide
 
     def setup(self) -> None:
         self.langid = LanguageId(self.backend)
@@ -298,7 +351,7 @@ class DedupeShardFn(beam.DoFn):
         table = read_exchange(sorted(refs))
         deduped, rejects = dedupe_table(table, self.dedupe_url)
         del table
-        kept, filtered = language_table(deduped, self.langid, self.allowed)
+        kept, filtered, by_lang = language_table(deduped, self.langid, self.allowed, self.worldwide)
         name, lang_name = f"dedupe-{shard:05d}", f"language-{shard:05d}"
         outputs.write_rows(fileio.join(self.output, REJECTS, f"{name}.parquet"), rejects, schemas.REJECT)
         outputs.write_rows(fileio.join(self.output, REJECTS, f"{lang_name}.parquet"), filtered, schemas.REJECT)
@@ -307,7 +360,8 @@ class DedupeShardFn(beam.DoFn):
         writer.close()
         _count(Counter({("dedupe", "kept"): len(deduped), ("language", "kept"): len(kept)})
                + Counter(("dedupe", r[C.REASON]) for r in rejects)
-               + Counter({("language", "language_filtered"): len(filtered)}))
+               + Counter(("language", r[C.REASON]) for r in filtered)
+               + Counter({(f"language{LANG_SEP}{lang}", outcome): n for (lang, outcome), n in by_lang.items()}))
         yield beam.pvalue.TaggedOutput(MATCH_COUNTS, language_query_counts(kept))
         yield beam.pvalue.TaggedOutput(WRITTEN, name)
         yield beam.pvalue.TaggedOutput(WRITTEN, lang_name)
@@ -321,7 +375,7 @@ class BalanceFn(beam.DoFn):
     def __init__(self, seed: int, output: str, shards: int):
         self.seed, self.output, self.shards = seed, output, shards
 
-    def process(self, item: tuple[int, str], counts: dict[tuple[str, str], int], t: float) -> Iterator:
+    def process(self, item: tuple[int, str], counts: dict[tuple[str, str], int], t: dict[str, float]) -> Iterator:
         shard, path = item
         outcomes: Counter = Counter()
         kept_queries: Counter = Counter()
@@ -332,12 +386,15 @@ class BalanceFn(beam.DoFn):
         for batch in exchange_batches(path):
             for row in batch.to_pylist():
                 lang = row[C.LANG]
-                p = balance.keep_probability([counts[lang, q] for q in row[C.MATCHED_QUERIES]], t)
+                p = balance.keep_probability([counts[lang, q] for q in row[C.MATCHED_QUERIES]], t[lang])
+                by_lang = f"balance{LANG_SEP}{lang or 'und'}"
                 if not balance.keeps(self.seed, row[C.UID], p):
                     outcomes["balance", "balanced_out"] += 1
+                    outcomes[by_lang, "balanced_out"] += 1
                     rejects.add(reject_row(row, "balanced_out", f"p={p:.6g}"))
                     continue
                 outcomes["balance", "kept"] += 1
+                outcomes[by_lang, "kept"] += 1
                 kept_queries.update((lang, q) for q in row[C.MATCHED_QUERIES])
                 kept.add(row)
         rejects.close()
@@ -378,16 +435,16 @@ def units(files: list[tuple[str, str, int]], rows: int) -> list[tuple[int, list[
 class CurateCandidates(beam.PTransform):
     """Units ``(index, [(candidate file, name), ...])`` -> writes curated/, rejects/ and the
     scratch exchange under ``output``; returns {'query_counts': {(language, query): (matches, kept)},
-    't': float, 'written': names of the rejects files written}."""
+    't': {language: t}, 'written': names of the rejects files written}."""
 
     def __init__(self, queries: str, rules: textclean.TextRules, output: str, shards: int, seed: int = 0,
                  t: float | None = None, target_size: int | None = None,
                  languages: frozenset[str] | None = frozenset({"en"}), lowercase: bool = False,
-                 dedupe_url: bool = False, langid: str = DEFAULT_BACKEND):
+                 dedupe_url: bool = False, langid: str = DEFAULT_BACKEND, worldwide: bool = False):
         super().__init__()
         self.queries, self.rules, self.output, self.shards, self.seed = queries, rules, output, shards, seed
         self.t, self.target_size, self.languages = t, target_size, languages
-        self.lowercase, self.dedupe_url, self.langid = lowercase, dedupe_url, langid
+        self.lowercase, self.dedupe_url, self.langid, self.worldwide = lowercase, dedupe_url, langid, worldwide
 
     def expand(self, units):
         cleaned = units | "CleanAndMatch" >> beam.ParDo(CleanAndMatchFn(
@@ -396,12 +453,10 @@ class CurateCandidates(beam.PTransform):
         deduped = (cleaned.refs
                    | "GroupShards" >> beam.GroupByKey()
                    | "DedupeAndLanguage" >> beam.ParDo(DedupeShardFn(self.dedupe_url, self.output, self.languages,
-                                                                    self.langid))
+                                                                    self.langid, self.worldwide))
                    .with_outputs(MATCH_COUNTS, WRITTEN, main="files"))
         counts = deduped[MATCH_COUNTS] | "CountQueries" >> beam.CombineGlobally(merge_counts)
-        fixed_t, target = self.t, self.target_size
-        t = counts | "SolveT" >> beam.Map(
-            lambda cs: balance.solve_t(list(cs.values()), target) if target else float(fixed_t or balance.DEFAULT_T))
+        t = counts | "SolveT" >> beam.Map(balance.budgets, self.t, self.target_size, self.worldwide)
         final = deduped.files | "Balance" >> beam.ParDo(
             BalanceFn(self.seed, self.output, self.shards),
             counts=beam.pvalue.AsSingleton(counts), t=beam.pvalue.AsSingleton(t),
@@ -420,14 +475,17 @@ def add_args(parser: argparse.ArgumentParser) -> None:
                         help="CANDIDATE parquet: files, globs, or folders (an extract --output folder works)")
     parser.add_argument("--output", default=None, help="output folder")
     parser.add_argument("--queries", default=None, help="query list: one entry per line, UTF-8, case-sensitive "
-                        "(default: the shipped English list, ~320k entries, matched with --lowercase)")
+                        "(default: the shipped English list, ~320k entries, matched with --lowercase); or a folder "
+                        "of per-language lists named <language>.txt, en.txt among them (worldwide mode)")
     parser.add_argument("--lowercase", action="store_true", help="match case-insensitively (lowercase text and entries)")
-    parser.add_argument("--t", type=float, default=None, help=f"per-query budget t (default: {balance.DEFAULT_T})")
+    parser.add_argument("--t", type=float, default=None, help=f"per-query budget t (default: {balance.DEFAULT_T}); "
+                        "worldwide: English's, the other languages' follow from it")
     parser.add_argument("--target-size", type=int, default=None, help="choose t so the expected kept count is this")
     parser.add_argument("--no-balance", action="store_true",
                         help="keep every matched text (balance last instead: openwit shard --balance)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the balancing draws (default: 0)")
-    parser.add_argument("--languages", default="en", help="comma-separated languages to keep, or 'all' (default: en)")
+    parser.add_argument("--languages", default=None, help="comma-separated languages to keep, or 'all' (default: en; "
+                        "worldwide: the languages of the lists)")
     parser.add_argument("--langid", default=DEFAULT_BACKEND, choices=BACKENDS,
                         help="language-id backend: web (script rules, fastText's lid.176, word frequencies; "
                              "the most accurate on real labelled text in 16 languages), fasttext (lid.176 "
@@ -478,8 +536,8 @@ def candidate_files(specs: list[str]) -> list[tuple[str, str, int]]:
     return files
 
 
-def write_query_counts(counts: dict[tuple[str, str], tuple[int, int]], output: str, t: float) -> int:
-    rows = [{C.LANG: lang, C.QUERY: q, C.MATCH_COUNT: n, C.KEEP_PROB: balance.query_probability(n, t),
+def write_query_counts(counts: dict[tuple[str, str], tuple[int, int]], output: str, t: balance.Budgets) -> int:
+    rows = [{C.LANG: lang, C.QUERY: q, C.MATCH_COUNT: n, C.KEEP_PROB: balance.query_probability(n, t[lang]),
              C.KEPT_COUNT: kept} for (lang, q), (n, kept) in sorted(counts.items())]
     folder = fileio.join(output, QUERY_COUNTS_FOLDER)
     name = outputs.part_name(0, 1)
@@ -488,6 +546,29 @@ def write_query_counts(counts: dict[tuple[str, str], tuple[int, int]], output: s
         if other.endswith(".parquet") and other != name:
             fileio.remove(fileio.join(folder, other))
     return len(rows)
+
+
+def check_lists(folder: str, backend: str) -> frozenset[str]:
+    """A worldwide --queries folder, checked in one line each: <language>.txt files, UTF-8,
+    en.txt among them, each language one the language id gives. Returns the languages."""
+    names = [n for n in fileio.listdir(folder) if n.endswith(".txt") and not n.startswith(".")]
+    if not names:
+        raise schemas.UserError(f"--queries {folder}: a folder, but with no <language>.txt lists (worldwide mode)")
+    known = known_languages(backend)
+    for name in sorted(names):
+        lang = name.removesuffix(".txt")
+        if lang not in known:
+            raise schemas.UserError(f"--queries {folder}: {name} names no language the {backend} language id gives "
+                                    f"(name each list <code>.txt with one of: {', '.join(sorted(known))})")
+        try:
+            fileio.read_bytes(fileio.join(folder, name)).decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise schemas.UserError(f"--queries {fileio.join(folder, name)}: not UTF-8 (byte {e.start}: {e.reason})") from None
+    langs = frozenset(n.removesuffix(".txt") for n in names)
+    if "en" not in langs:
+        raise schemas.UserError(f"--queries {folder}: no en.txt; worldwide mode sets every language's t from "
+                                "English's tail share at --t")
+    return langs
 
 
 def finish(_: None, output: str, shards: int, written: list[str], after: list) -> int:
@@ -519,8 +600,9 @@ def build(p: beam.Pipeline, files: list[tuple[str, str, int]], curate: CurateCan
     t = beam.pvalue.AsSingleton(out["t"])
     counted = out["query_counts"] | "WriteQueryCounts" >> beam.Map(write_query_counts, output=output, t=t)
     t_path = fileio.join(output, "balance_t.json")
-    t_written = out["t"] | "WriteT" >> beam.Map(
-        lambda value: fileio.write_json(t_path, {"t": value if math.isfinite(value) else None}))
+    t_written = out["t"] | "WriteT" >> beam.Map(lambda value: fileio.write_json(t_path, {
+        "t": value.main if math.isfinite(value.main) else None,
+        "by_language": {lang: t for lang, t in sorted(value.items()) if math.isfinite(t)} or None}))
     (p
      | "Once" >> beam.Create([None])
      | "Finish" >> beam.Map(finish, output=output, shards=curate.shards, written=beam.pvalue.AsList(out["written"]),
@@ -538,10 +620,13 @@ def run(argv: list[str] | None = None) -> dict:
         args.queries, args.lowercase = str(querybuild.default_list()), True
     if not fileio.exists(args.queries):
         raise schemas.UserError(f"--queries {args.queries}: no such file")
-    try:  # now, in one line, not in every worker's setup
-        fileio.read_bytes(args.queries).decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise schemas.UserError(f"--queries {args.queries}: not UTF-8 (byte {e.start}: {e.reason})") from None
+    worldwide = fileio.isdir(args.queries)
+    list_langs = check_lists(args.queries, args.langid) if worldwide else None
+    if not worldwide:
+        try:  # now, in one line, not in every worker's setup
+            fileio.read_bytes(args.queries).decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise schemas.UserError(f"--queries {args.queries}: not UTF-8 (byte {e.start}: {e.reason})") from None
     if any(v is not None and v <= 0 for v in (args.target_size, args.rows_per_file)) or args.shards < 0:
         raise schemas.UserError("--target-size, --rows-per-file and --shards must be positive")
     if args.t is not None and not (args.t > 0 and math.isfinite(args.t)):
@@ -556,9 +641,15 @@ def run(argv: list[str] | None = None) -> dict:
     if args.min_chars > args.max_chars:
         raise schemas.UserError(f"--min-chars {args.min_chars} is above --max-chars {args.max_chars}: every text "
                                 "would be rejected")
-    languages = None if args.languages.strip().lower() == "all" else frozenset(
-        x.strip() for x in args.languages.split(",") if x.strip())
-    if languages is not None:
+    spec = args.languages or ("all" if worldwide else "en")
+    languages = None if spec.strip().lower() == "all" else frozenset(x.strip() for x in spec.split(",") if x.strip())
+    if worldwide:
+        languages = list_langs if languages is None else languages
+        missing = sorted(languages - list_langs)
+        if missing:
+            raise schemas.UserError(f"--languages {spec}: no list for {', '.join(missing)} in --queries {args.queries} "
+                                    f"(it has {', '.join(sorted(list_langs))})")
+    elif languages is not None:
         known = known_languages(args.langid)
         unknown = sorted(languages - known)
         if unknown or not languages:
@@ -572,27 +663,45 @@ def run(argv: list[str] | None = None) -> dict:
     shards = args.shards or max(MIN_SHARDS, math.ceil(candidates / unit_rows))
     curate = CurateCandidates(args.queries, rules, args.output, shards, args.seed,
                               math.inf if args.no_balance else args.t, args.target_size, languages,
-                              args.lowercase, args.dedupe_url, args.langid)
+                              args.lowercase, args.dedupe_url, args.langid, worldwide)
     start = time.perf_counter()
     p = beam.Pipeline(options=beam_options)
     build(p, files, curate, unit_rows)
     counters = options.run_counted(p, beam_options, f"openwit.{STAGE}", {"files": len(files), "shards": shards},
                                    "candidates")
     steps = schemas.run.steps_from_counters(counters, STEPS, candidates)
-    t = fileio.read_json(fileio.join(args.output, "balance_t.json"))["t"]
+    budget = fileio.read_json(fileio.join(args.output, "balance_t.json"))
     stats = {"job": STAGE, "files": len(files), "candidates": candidates, "curated": steps[-1]["kept"],
-             "t": t, "target_size": args.target_size, "seed": args.seed, "queries": args.queries, "lowercase": args.lowercase,
+             "t": budget["t"], "target_size": args.target_size, "seed": args.seed, "queries": args.queries,
+             "lowercase": args.lowercase, "worldwide": worldwide,
              "languages": sorted(languages) if languages else "all", "langid": args.langid, "shards": shards,
              "rows_per_file": unit_rows,
-             **schemas.run.ledger(STAGE, steps)}
+             **schemas.run.ledger(STAGE, steps),
+             "by_language": {lang: {"t": language_t(budget, lang, worldwide), **ledger}
+                             for lang, ledger in language_ledgers(counters).items()}}
     fileio.write_json(fileio.join(args.output, STATS_FILE), stats)
     return {**stats, "seconds": round(time.perf_counter() - start, 2), "output": args.output}
 
 
+def language_t(budget: dict, lang: str, worldwide: bool) -> float | None:
+    """The t a language was balanced at (None: not balanced, or no text of it was counted)."""
+    if not worldwide:
+        return budget["t"]
+    return (budget["by_language"] or {}).get(lang)
+
+
 def summary(stats: dict) -> str:
     budget = "not balanced" if stats["t"] is None else f"t = {stats['t']:,.1f}"
+    if stats.get("worldwide") and stats["t"] is not None:
+        budget = f"English's t = {stats['t']:,.1f}, the others' by English's tail share"
     lines = [f"curate: {stats['candidates']:,} candidates -> {stats['curated']:,} curated ({budget}) in {stats['output']}"]
     lines += options.ledger_lines(stats["steps"], 9, 18)
+    if stats.get("worldwide"):
+        lines.append(f"  {'language':<9} {'t':>12} {'identified':>11} {'matched':>10} {'curated':>10}")
+        for lang, s in sorted(stats["by_language"].items(), key=lambda kv: -kv[1]["in"]):
+            steps = {x["step"]: x for x in s["steps"]}
+            t = "-" if s["t"] is None else f"{s['t']:,.1f}"
+            lines.append(f"  {lang:<9} {t:>12} {s['in']:>11,} {steps['balance']['in']:>10,} {s['kept']:>10,}")
     return "\n".join(lines)
 
 

@@ -409,13 +409,18 @@ def list_stats(list_path: str, table: str | None, counts: str | None, t: float |
         folder = counts if fileio.basename(counts) == "query_counts" else fileio.join(counts, "query_counts")
         if not fileio.isdir(folder):
             raise schemas.UserError(f"--counts {counts}: no query_counts/ folder (give a curate --output folder)")
+        stats_file = fileio.join(fileio.dirname(folder), "curate_stats.json")
+        run = fileio.read_json(stats_file) if fileio.isfile(stats_file) else {}
+        lang = fileio.basename(list_path).removesuffix(".txt") if run.get("worldwide") else None  # <language>.txt
         if t is None:
-            stats_file = fileio.join(fileio.dirname(folder), "curate_stats.json")
-            t = fileio.read_json(stats_file).get("t") if fileio.isfile(stats_file) else None
-        qc = schemas.read_table(folder, schemas.QUERY_COUNTS).select([C.QUERY, C.MATCH_COUNT]).to_pylist()
-        matched: Counter = Counter()  # summed over languages
+            t = (run.get("by_language") or {}).get(lang, {}).get("t") if lang else run.get("t")
+        qc = schemas.read_table(folder, schemas.QUERY_COUNTS).select([C.LANG, C.QUERY, C.MATCH_COUNT]).to_pylist()
+        matched: Counter = Counter()  # summed over languages, or the list's own language in a worldwide run
         for r in qc:
-            matched[r[C.QUERY]] += int(r[C.MATCH_COUNT])
+            if lang is None or r[C.LANG] == lang:
+                matched[r[C.QUERY]] += int(r[C.MATCH_COUNT])
+        if lang:
+            out["language"] = lang
         in_list = set(entries)
         total = sum(matched.values())
         never = sum(1 for e in entries if matched.get(e, 0) == 0)
@@ -437,6 +442,8 @@ def stats_main(argv: list[str]) -> int:
     if "matches" in s:
         print(f"  matched at least once: {s['matched_entries']:,} ({s['matched_entries'] / max(1, s['entries']):.1%}); "
               f"never matched: {s['never_matched']:,}; matches (entry, text): {s['matches']:,}")
+        if "language" in s:
+            print(f"  counts and t of language {s['language']} (a worldwide curate run)")
         if s.get("t") is not None and "over_t" in s:
             print(f"  over t = {s['t']:,.0f}: {s['over_t']:,} entries (the head) hold {s['head_share']:.1%} of matches")
         if s["counts_not_in_list"]:

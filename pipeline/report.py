@@ -396,6 +396,25 @@ def _missing(text: str) -> str:
     return f'<p class="missing">{html.escape(text)}</p>'
 
 
+LANGUAGE_ROWS = 30  # languages shown in the per-language table, most identified first
+
+
+def language_rows(curate_stats: dict) -> list[list[str]]:
+    """The per-language sections of curate's ledger as table rows (escaped HTML cells)."""
+    sections = curate_stats.get("by_language") or {}
+    rows = []
+    for lang, s in sorted(sections.items(), key=lambda kv: (-kv[1]["in"], kv[0]))[:LANGUAGE_ROWS]:
+        steps = {x["step"]: x for x in s["steps"]}
+        dropped = ", ".join(f"{html.escape(k)} {v:,}" for k, v in sorted(steps["language"]["rejected"].items()))
+        ledger = '<span class="ok">closes</span>' if s["ledger_ok"] else '<span class="bad">does not add up</span>'
+        rows.append([html.escape(lang), "&ndash;" if s.get("t") is None else f"{s['t']:,.1f}", f"{s['in']:,}",
+                     dropped or "&ndash;", f"{steps['balance']['rejected'].get('balanced_out', 0):,}",
+                     f"{s['kept']:,}", ledger])
+    if len(sections) > LANGUAGE_ROWS:
+        rows.append([f"&hellip; {len(sections) - LANGUAGE_ROWS:,} more (curate_stats.json)", "", "", "", "", "", ""])
+    return rows
+
+
 def _table(head: list[str], rows: list[list[str]], cls: str = "") -> str:
     th = "".join(f"<th>{html.escape(h)}</th>" for h in head)
     body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in rows)
@@ -518,7 +537,8 @@ def render(run: Run, samples: int) -> tuple[str, list[str]]:
     if run.query_counts is not None and run.query_counts.num_rows:
         add("queries", fig_queries(run.query_counts, run.t),
             f"Per-query match counts before and after balancing in {run.balanced_where}, by rank (log-log); "
-            "the dashed line is t.")
+            "the dashed line is t" + (" (English's; the table under Languages gives each language's)."
+                                      if run.stats.get(RUN.CURATE, {}).get("worldwide") else "."))
     else:
         parts.append(_missing("The curate stage was not run (no query counts)."))
 
@@ -526,6 +546,15 @@ def render(run: Run, samples: int) -> tuple[str, list[str]]:
     if run.languages is not None and (run.languages or run.language_filtered):
         add("languages", fig_languages(run.languages, run.language_filtered or Counter()),
             "Detected language of the curated texts and of those the language step removed.")
+        lang_rows = language_rows(run.stats.get(RUN.CURATE, {}))
+        if lang_rows:
+            worldwide = run.stats[RUN.CURATE].get("worldwide")
+            parts.append("<p>Curate's ledger per language: the texts language id gave each language, what the "
+                         "language step removed, what balancing removed, and what was curated"
+                         + (" (worldwide: each language balanced at its own t, English's given and the others' "
+                            "keeping English's tail share)." if worldwide else ".") + "</p>")
+            parts.append(_table(["language", "t", "identified", "language step removed", "balanced out", "curated",
+                                 "ledger"], lang_rows, "languages"))
     else:
         parts.append(_missing("The curate stage was not run (no language ids)."))
 

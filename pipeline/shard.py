@@ -159,14 +159,14 @@ class BalanceRangeFn(beam.DoFn):
     def __init__(self, mode: str, seed: int):
         self.mode, self.seed = mode, seed
 
-    def process(self, item: tuple[int, list[dict]], counts: dict, t: float) -> Iterator:
+    def process(self, item: tuple[int, list[dict]], counts: dict, t: balance.Budgets) -> Iterator:
         rng, samples = item
         kept_samples, kept_queries = [], Counter()
         for s in samples:
             if self.mode != "none":
                 queries = set(s[C.MATCHED_QUERIES] or ())
                 lang = s.get(C.LANG) or UNKNOWN_LANG
-                p = balance.keep_probability([counts[lang, q] for q in queries], t) if queries else 1.0
+                p = balance.keep_probability([counts[lang, q] for q in queries], t[lang]) if queries else 1.0
                 if self.mode == "online":
                     s[C.KEEP_PROB] = p
                     _counter("keep_prob_micros").inc(round(p * 1e6))
@@ -321,6 +321,10 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--target-size", type=int, default=None,
                         help="with --balance: choose t so the expected number of samples is this")
     parser.add_argument("--balance-seed", type=int, default=0, help="with --balance last: seed of the draws (default: 0)")
+    parser.add_argument("--per-language-t", action="store_true",
+                        help="with --balance: --t (or --target-size) sets English's t and every other language is "
+                        "balanced at the t that keeps English's share of matches on tail entries (MetaCLIP 2; for "
+                        "a worldwide curate run)")
 
 
 def _folder(path: str, sub: str) -> str:
@@ -350,19 +354,21 @@ def merge_counts(dicts: Iterable[dict]) -> dict:
     return dict(total)
 
 
-def write_query_counts(matches: dict, kept: dict, t: float, output: str) -> int:
+def write_query_counts(matches: dict, kept: dict, t: balance.Budgets, output: str) -> int:
     """query_counts/part-00000-of-00001.parquet: per (language, query), the samples that
     reached this stage, the keep probability of the query and the samples kept."""
-    rows = [{C.LANG: lang, C.QUERY: q, C.MATCH_COUNT: n, C.KEEP_PROB: balance.query_probability(n, t),
+    rows = [{C.LANG: lang, C.QUERY: q, C.MATCH_COUNT: n, C.KEEP_PROB: balance.query_probability(n, t[lang]),
              C.KEPT_COUNT: kept.get((lang, q), 0)} for (lang, q), n in sorted(matches.items())]
     outputs.write_rows(fileio.join(output, QUERY_COUNTS_DIR, outputs.part_name(0, 1)), rows, schemas.QUERY_COUNTS)
-    fileio.write_json(fileio.join(output, QUERY_COUNTS_DIR, T_FILE), {"t": t if math.isfinite(t) else None})
+    fileio.write_json(fileio.join(output, QUERY_COUNTS_DIR, T_FILE), {
+        "t": t.main if math.isfinite(t.main) else None,
+        "by_language": {lang: v for lang, v in sorted(t.items()) if math.isfinite(v)} or None})
     return len(rows)
 
 
 def build(p: beam.Pipeline, keep_files: list[str], curated_files: list[str], source_tars: dict[str, str],
           output: str, per_shard: int, seed: int, bits: int, mode: str = "none", t: float | None = None,
-          target_size: int | None = None, balance_seed: int = 0) -> None:
+          target_size: int | None = None, balance_seed: int = 0, per_language_t: bool = False) -> None:
     wanted = [C.UID, C.URL, C.TEXT, C.LANG, C.LANG_PROB, C.MATCHED_QUERIES, C.PAGE_URL,
               C.SOURCE_FILE, C.SOURCE_OFFSET, C.SOURCE_FORMAT]
     keep = (p | "KeepFiles" >> beam.Create(keep_files)
@@ -377,10 +383,9 @@ def build(p: beam.Pipeline, keep_files: list[str], curated_files: list[str], sou
               | "Join" >> beam.ParDo(JoinRangeFn(seed, bits)).with_outputs("matches", "rejects", main="samples"))
     matches = joined["matches"] | "CountQueries" >> beam.CombineGlobally(merge_counts)
     if mode == "none":
-        budget = p | "NoBudget" >> beam.Create([math.inf])
+        budget = p | "NoBudget" >> beam.Create([balance.Budgets({}, math.inf)])
     else:
-        budget = matches | "SolveT" >> beam.Map(
-            lambda cs: balance.solve_t(list(cs.values()), target_size) if target_size else float(t or balance.DEFAULT_T))
+        budget = matches | "SolveT" >> beam.Map(balance.budgets, t, target_size, per_language_t)
     balanced = (joined["samples"]
                 | "Balance" >> beam.ParDo(BalanceRangeFn(mode, balance_seed), counts=beam.pvalue.AsSingleton(matches),
                                           t=beam.pvalue.AsSingleton(budget))
@@ -428,7 +433,8 @@ def run(argv: list[str] | None = None) -> dict:
     if args.samples_per_shard <= 0 or args.range_rows <= 0:
         raise schemas.UserError("--samples-per-shard and --range-rows must be positive")
     given = [f for f, v in (("--t", args.t), ("--target-size", args.target_size),
-                            ("--balance-seed", args.balance_seed or None)) if v is not None]
+                            ("--balance-seed", args.balance_seed or None),
+                            ("--per-language-t", args.per_language_t or None)) if v is not None]
     if args.balance == "none" and given:
         raise schemas.UserError(f"{given[0]} is for balancing: add --balance last or --balance online")
     if args.t is not None and not (args.t > 0 and math.isfinite(args.t)):
@@ -450,7 +456,7 @@ def run(argv: list[str] | None = None) -> dict:
     start = time.perf_counter()
     p = beam.Pipeline(options=beam_options)
     build(p, keep_files, curated_files, source_tars, args.output, args.samples_per_shard, args.seed, bits,
-          args.balance, args.t, args.target_size, args.balance_seed)
+          args.balance, args.t, args.target_size, args.balance_seed, args.per_language_t)
     counters = options.run_counted(p, beam_options, f"openwit.{STAGE}",
                                    {"ranges": 1 << bits, "shards": -(-n_keep // args.samples_per_shard)}, "samples")
     kept, missing = counters.get("kept", 0), counters.get("missing_sample", 0)
@@ -463,9 +469,10 @@ def run(argv: list[str] | None = None) -> dict:
     steps = [schemas.run.step("join", n_keep, n_keep - missing, {"missing_sample": missing})]
     if args.balance != "none":
         steps.append(schemas.run.step("balance", n_keep - missing, kept, {"balanced_out": balanced_out}))
-    t = fileio.read_json(fileio.join(args.output, QUERY_COUNTS_DIR, T_FILE))["t"]
+    budget = fileio.read_json(fileio.join(args.output, QUERY_COUNTS_DIR, T_FILE))
     stats = {"job": STAGE, **schemas.run.ledger(STAGE, steps),
-             "balance": args.balance, "t": t, "target_size": args.target_size, "balance_seed": args.balance_seed,
+             "balance": args.balance, "t": budget["t"], "target_size": args.target_size,
+             "balance_seed": args.balance_seed, "t_by_language": budget["by_language"] if args.per_language_t else None,
              "expected_samples_per_epoch": round(counters.get("keep_prob_micros", 0) / 1e6, 1)
              if args.balance == "online" else None,
              "shards": n_shards, "samples_per_shard": args.samples_per_shard,
@@ -534,10 +541,16 @@ def dataset_card(args: argparse.Namespace, stats: dict, per_shard: list[dict]) -
 def balance_line(stats: dict) -> str:
     """How the shards were balanced, in words ('' when they were not)."""
     mode, t = stats.get("balance", "none"), stats.get("t")
+    if mode == "none":
+        return ""
+    budget = f"t = {t:,.1f}"
+    if stats.get("t_by_language"):
+        others = ", ".join(f"{lang} {v:,.1f}" for lang, v in sorted(stats["t_by_language"].items()) if lang != "en")
+        budget = f"English's t = {t:,.1f}; by English's tail share: {others}"
     if mode == "last":
-        return f"balanced last on the counts after download and dedupe (t = {t:,.1f}, seed {stats['balance_seed']})"
+        return f"balanced last on the counts after download and dedupe ({budget}, seed {stats['balance_seed']})"
     if mode == "online":
-        return (f"balanced online: keep probabilities (t = {t:,.1f}) in SHARD_INDEX; the trainer draws about "
+        return (f"balanced online: keep probabilities ({budget}) in SHARD_INDEX; the trainer draws about "
                 f"{stats['expected_samples_per_epoch']:,.0f} samples per epoch")
     return ""
 

@@ -29,6 +29,7 @@ REASONS: dict[str, str] = {
     "duplicate_uid": "another record with the same (url, text) was kept",
     "duplicate_url": "another record with the same url was kept (url-only dedupe)",
     "no_query_match": "the text contains no entry of the query list",
+    "no_language_match": "the text contains entries of other languages' lists but none of its own language's (worldwide)",
     "balanced_out": "dropped by per-query balancing (every matched query was over budget)",
     "language_filtered": "the detected language is not in the accepted set",
     # download

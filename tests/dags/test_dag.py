@@ -59,7 +59,8 @@ def test_the_dag_folder_imports_with_the_expected_graph(airflow_env):
     assert all(t["op"] == "BashOperator" for t in tasks.values())
     assert tasks["validate"]["retries"] == 0 and tasks["extract"]["retries"] == 2
     assert tasks["train"]["timeout"] >= 30 * 86400  # a multi-day run is not killed by a clock
-    for p in ("input", "output_root", "queries", "balance", "t", "target_size", "curate_t", "beam_runner", "beam_options",
+    for p in ("input", "output_root", "queries", "balance", "t", "target_size", "curate_t", "per_language_t", "languages",
+              "beam_runner", "beam_options",
               "download_processes", "recipe", "hostfile", "launcher", "eval_suite", "min_download_success", "min_shards"):
         assert p in got["params"], p
 

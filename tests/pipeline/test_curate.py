@@ -4,6 +4,7 @@ synthetic crawl, and determinism across runners."""
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import os
 import random
@@ -82,6 +83,24 @@ def test_automaton_equals_the_naive_reference_on_random_texts():
         text = " ".join(rng.choice(vocab) for _ in range(rng.randint(1, 12)))
         text += rng.choice(["", ".", "!", ", ok", "\tend"])
         assert set(m.match(text)) == naive_matches(text, entries)
+
+
+def test_worldwide_matching_pads_only_edges_outside_unspaced_scripts():
+    from pipeline.matching import WorldMatcher, naive_world_matches, own_language, script_entry
+
+    assert script_entry("猫") == "猫" and script_entry("cat") == " cat " and script_entry("iPhone手机") == " iPhone手机"
+    assert script_entry("カメラ") == "カメラ" and script_entry("แมว") == "แมว"  # kana and Thai: no padding
+    lists = {"zh": ["猫", "黑猫", "iPhone手机"], "ja": ["カメラ", "猫"], "en": ["cat", "black cat"], "th": ["แมว"]}
+    m = WorldMatcher(lists, lowercase=True)
+    found = m.match_entries("一只黑猫在睡觉, Black Cat! カメラを買う แมวดำ cats 我的 iPhone手机 我的iPhone手机")
+    assert own_language(found, "zh") == ["iPhone手机", "猫", "黑猫"] and own_language(found, "ja") == ["カメラ", "猫"]
+    assert own_language(found, "en") == ["black cat", "cat"] and own_language(found, "th") == ["แมว"]
+    assert m.match_entries("bobcat catalogue") == []  # spaced scripts still match on word boundaries only
+    rng = random.Random(1)
+    pool = ["猫", "黑", "在", "睡", "觉", "カ", "メ", "ラ", "cat", "black", " ", " ", ",", "。", "Cat", "แ", "ม", "ว"]
+    for _ in range(500):
+        text = "".join(rng.choice(pool) for _ in range(rng.randint(1, 20)))
+        assert set(m.match_entries(text)) == naive_world_matches(text, lists, lowercase=True), text
 
 
 def test_balancing_probabilities_and_t_solver():
@@ -352,3 +371,159 @@ def test_units_of_work_change_nothing_written(candidates, queries, tmp_path):
     many = _run(candidates, queries, tmp_path / "many", "--shards", "5", "--languages", "all", "--rows-per-file", "1")
     assert digests(tmp_path / "one") == digests(tmp_path / "many")
     assert one["steps"] == many["steps"] and one["curated"] > 0
+
+
+# -- worldwide mode (MetaCLIP 2) ---------------------------------------------------------------
+
+FIXTURE = Path(__file__).parent / "fixtures" / "ddtp-sample.tsv"
+
+
+def _real_texts() -> dict[str, list[str]]:
+    """Real one-line package descriptions per language (the Debian translators', not ours)."""
+    out: dict[str, list[str]] = {}
+    for line in FIXTURE.read_text(encoding="utf-8").splitlines():
+        if line and not line.startswith("#"):
+            lang, text = line.split("\t", 1)
+            out.setdefault(lang, []).append(text)
+    return out
+
+
+def _world_lists(texts: dict[str, list[str]]) -> dict[str, list[str]]:
+    """Per-language lists drawn from the texts: English and French words of 3+ letters,
+    Chinese character pairs, Japanese pairs holding a kana (so a Japanese text written in
+    kanji alone matches only Chinese entries)."""
+    from pipeline.matching import unspaced_script
+
+    def words(lang):
+        return sorted({w for t in texts[lang] for w in spaced(t.lower()).split() if len(w) >= 3 and w.isalpha()})
+
+    def pairs(lang, keep):
+        return sorted({t[i:i + 2] for t in texts[lang] for i in range(len(t) - 1)
+                       if all(unspaced_script(c) for c in t[i:i + 2]) and keep(t[i:i + 2])})
+
+    def kana(s):
+        return any(0x3040 <= ord(c) <= 0x30FF for c in s)
+
+    return {"en": words("en"), "fr": words("fr"), "zh": pairs("zh", lambda s: True), "ja": pairs("ja", kana)}
+
+
+def _metaclip2_t(counts: list[int], share: float) -> float:
+    """MetaCLIP 2's p -> t, written out plainly as the reference."""
+    cs = sorted(counts)
+    total = sum(cs)
+    running, best, gap = 0, None, None
+    for c in cs:
+        running += c
+        g = abs(running / total - share)
+        if gap is None or g < gap:
+            best, gap = c, g
+    return float(best)
+
+
+@pytest.mark.slow
+def test_worldwide_mode_counts_matches_and_budgets_per_language(tmp_path):
+    from pipeline.langid import LanguageId
+    from pipeline.matching import naive_world_matches, own_language
+
+    texts = _real_texts()
+    lists = _world_lists(texts)
+    qdir = tmp_path / "lists"
+    qdir.mkdir()
+    for lang, entries in lists.items():
+        (qdir / f"{lang}.txt").write_text("\n".join(entries) + "\n", encoding="utf-8")
+    rows, k = [], 0
+    for lang in ("en", "fr", "zh", "ja", "de"):
+        for i, text in enumerate(texts[lang]):
+            for r in range(1 + i % 7):  # repeated under other urls: some entries become head entries
+                k += 1
+                rows.append(_cand(f"http://h{k % 5}/{lang}/{i}/{r}.jpg", text, k))
+    folder = tmp_path / "cands"
+    folder.mkdir()
+    schemas.write_table(pa.Table.from_pylist(rows, schema=schemas.CANDIDATE), folder / "c.parquet", schemas.CANDIDATE)
+    t_en = 3
+    stats = _run(folder, qdir, tmp_path / "out", "--t", str(t_en), "--lowercase", "--min-words", "1",
+                 "--min-chars", "2", "--shards", "4")
+    assert stats["worldwide"] and stats["languages"] == ["en", "fr", "ja", "zh"] and stats["ledger_ok"]
+
+    # the reference: every text's language, then its own language's matches by the naive rule
+    langid = LanguageId("web")
+    counts: Counter = Counter()
+    own: dict[str, tuple[str, list[str]]] = {}
+    for row in rows:
+        text = textclean.normalize(row[C.TEXT])
+        if textclean.verdict(text, row[C.URL], textclean.TextRules(min_chars=2, min_words=1)):
+            continue
+        tagged = sorted(naive_world_matches(text, lists, lowercase=True))
+        lang = langid.detect(text)[0]
+        if tagged and lang in lists:
+            own[row[C.UID]] = (lang, own_language(tagged, lang))
+            counts.update((lang, q) for q in own[row[C.UID]][1])
+    got = {(r[C.LANG], r[C.QUERY]): r[C.MATCH_COUNT] for r in _rows(tmp_path / "out" / "query_counts",
+                                                                        schemas.QUERY_COUNTS)}
+    assert got == dict(counts) and {lang for lang, _ in got} == {"en", "fr", "ja", "zh"}
+
+    # English at t; every other language at the t that keeps English's tail share
+    by_lang: dict[str, list[int]] = {}
+    for (lang, _), n in counts.items():
+        by_lang.setdefault(lang, []).append(n)
+    share = sum(c for c in by_lang["en"] if c < t_en) / sum(by_lang["en"])
+    want = {lang: float(t_en) if lang == "en" else _metaclip2_t(cs, share) for lang, cs in by_lang.items()}
+    written = json.loads((tmp_path / "out" / "balance_t.json").read_text())
+    assert written == {"t": t_en, "by_language": want} and len(set(want.values())) > 1
+    assert {lang: s["t"] for lang, s in stats["by_language"].items() if lang in want} == want
+
+    # every curated text is kept against its own language's counts and t
+    curated = _rows(tmp_path / "out" / "curated", schemas.CURATED)
+    assert curated and all(r[C.LANG] == own[r[C.UID]][0] and sorted(r[C.MATCHED_QUERIES]) == own[r[C.UID]][1]
+                           for r in curated)
+    rejects = _rows(tmp_path / "out" / "rejects", schemas.REJECT)
+    reasons = Counter(r[C.REASON] for r in rejects)
+    assert reasons["no_language_match"] > 0 and reasons["language_filtered"] > 0 and reasons["balanced_out"] > 0
+    # the per-language sections close and add up to the language and balance steps
+    steps = {s["step"]: s for s in stats["steps"]}
+    sections = stats["by_language"]
+    assert all(s["ledger_ok"] for s in sections.values())
+    assert sum(s["in"] for s in sections.values()) == steps["language"]["in"]
+    assert sum(s["kept"] for s in sections.values()) == steps["balance"]["kept"] == len(curated)
+    assert Counter(r[C.LANG] for r in curated) == Counter({lang: s["kept"] for lang, s in sections.items() if s["kept"]})
+    assert "English's t = 3.0" in curate.summary({**stats, "output": "x"})
+    from pipeline import queries as querybuild
+
+    zh = querybuild.list_stats(str(qdir / "zh.txt"), None, str(tmp_path / "out"), None)
+    assert zh["language"] == "zh" and zh["t"] == want["zh"]
+    assert zh["matches"] == sum(n for (lang, _), n in counts.items() if lang == "zh")
+    # the same outputs from other units of work
+    again = _run(folder, qdir, tmp_path / "again", "--t", str(t_en), "--lowercase", "--min-words", "1",
+                 "--min-chars", "2", "--shards", "4", "--rows-per-file", "100")
+    assert again["by_language"] == stats["by_language"]
+    assert sorted(r[C.UID] for r in _rows(tmp_path / "again" / "curated", schemas.CURATED)) == sorted(
+        r[C.UID] for r in curated)
+
+
+def test_worldwide_target_size_and_bad_folders_are_one_line(tmp_path):
+    counts = {("en", "a"): 100, ("en", "b"): 50, ("en", "c"): 10, ("zh", "x"): 1000, ("zh", "y"): 30, ("zh", "z"): 3}
+    t = balance.solve_world_t(counts, 150)
+    lc = balance.LanguageCounts(counts)
+    assert lc.size(lc.budgets(t)) <= 150 < lc.size(lc.budgets(t * 1.001))
+    assert balance.language_budgets(counts, 60) == {"en": 60.0, "zh": 30.0}  # en's tail share 60/160 -> zh at 30
+    cands = tmp_path / "c.parquet"
+    schemas.write_table(pa.Table.from_pylist([_cand("http://h/1.jpg", "a cat", 1)], schema=schemas.CANDIDATE), cands,
+                        schemas.CANDIDATE)
+    lists = tmp_path / "lists"
+    lists.mkdir()
+    with pytest.raises(schemas.UserError, match="with no <language>.txt lists"):
+        _run(cands, lists, tmp_path / "o")
+    (lists / "zh.txt").write_text("猫\n", encoding="utf-8")
+    with pytest.raises(schemas.UserError, match="no en.txt"):
+        _run(cands, lists, tmp_path / "o")
+    (lists / "en.txt").write_text("cat\n", encoding="utf-8")
+    (lists / "xx-nolang.txt").write_text("cat\n", encoding="utf-8")
+    with pytest.raises(schemas.UserError, match="xx-nolang.txt names no language"):
+        _run(cands, lists, tmp_path / "o")
+    (lists / "xx-nolang.txt").unlink()
+    (lists / "zh.txt").write_bytes(b"\xff\xfe")
+    with pytest.raises(schemas.UserError, match=r"zh.txt: not UTF-8"):
+        _run(cands, lists, tmp_path / "o")
+    (lists / "zh.txt").write_text("猫\n", encoding="utf-8")
+    with pytest.raises(schemas.UserError, match="no list for fr"):
+        _run(cands, lists, tmp_path / "o", "--languages", "en,fr")

@@ -107,3 +107,21 @@ def test_bad_input_ends_in_one_line(tmp_path, setup, args, words):
     for w in words:
         assert w in lines[0], (w, lines[0])
     assert not (root / "report.html").exists()
+
+
+def test_the_per_language_table_follows_curates_ledger_sections():
+    def section(n_in, removed, balanced_out, t):
+        kept = n_in - sum(removed.values())
+        steps = [{"step": "language", "in": n_in, "kept": kept, "rejected": removed},
+                 {"step": "balance", "in": kept, "kept": kept - balanced_out,
+                  "rejected": {"balanced_out": balanced_out} if balanced_out else {}}]
+        return {"t": t, "in": n_in, "kept": kept - balanced_out, "steps": steps, "ledger_ok": True}
+
+    stats = {"by_language": {"zh": section(50, {}, 7, 12.0), "en": section(90, {"no_language_match": 2}, 20, 30.0),
+                             "de": section(5, {"language_filtered": 5}, 0, None)}}
+    rows = report.language_rows(stats)
+    assert [r[0] for r in rows] == ["en", "zh", "de"]
+    assert rows[0] == ["en", "30.0", "90", "no_language_match 2", "20", "68", '<span class="ok">closes</span>']
+    assert rows[2][1] == "&ndash;" and rows[2][3] == "language_filtered 5"
+    many = {"by_language": {f"l{i:02d}": section(100 - i, {}, 0, 1.0) for i in range(report.LANGUAGE_ROWS + 3)}}
+    assert report.language_rows(many)[-1][0] == "&hellip; 3 more (curate_stats.json)"

@@ -347,3 +347,34 @@ def test_balance_flags_are_checked(made, tmp_path, extra, words, capsys):
     else:
         raise AssertionError("accepted")
     assert words in message
+
+
+def test_per_language_t_balances_each_language_at_englishs_tail_share(made, tmp_path):
+    import pyarrow as pa
+
+    from pipeline import balance
+
+    root, _, _ = made
+    cur = schemas.read_table(root / "curate" / "curated", schemas.CURATED).to_pylist()
+    for n, row in enumerate(cur):  # a third Chinese with a head entry of its own, the rest English
+        lang = "zh" if n % 3 == 0 else "en"
+        row[C.LANG] = lang
+        row[C.MATCHED_QUERIES] = (["图片"] if lang == "zh" else ["picture"]) if n % 4 else [f"tail{n % 7}"]
+    folder = tmp_path / "curate" / "curated"
+    schemas.write_table(pa.Table.from_pylist(cur, schema=schemas.CURATED), folder / "part.parquet", schemas.CURATED)
+    by_uid = {r[C.UID]: r for r in cur}
+    keep = schemas.read_table(root / "dedupe" / "keep", schemas.KEEP)[C.UID].to_pylist()
+    counts: dict = {}
+    for u in keep:
+        for q in by_uid[u][C.MATCHED_QUERIES]:
+            counts[by_uid[u][C.LANG], q] = counts.get((by_uid[u][C.LANG], q), 0) + 1
+    want = balance.language_budgets(counts, 6)
+    assert want["en"] == 6 and want["zh"] != 6
+    stats = shard.run(_balance_argv(root, tmp_path / "curate", tmp_path / "o", "--balance", "online", "--t", "6",
+                                    "--per-language-t"))
+    assert stats["ledger_ok"] and stats["t"] == 6 and stats["t_by_language"] == want
+    for row in schemas.read_table(tmp_path / "o" / shard.INDEX_DIR, schemas.SHARD_INDEX).to_pylist():
+        lang = by_uid[row[C.UID]][C.LANG]
+        assert row[C.KEEP_PROB] == pytest.approx(balance.keep_probability(
+            [counts[lang, q] for q in by_uid[row[C.UID]][C.MATCHED_QUERIES]], want[lang]))
+    assert "by English's tail share: zh" in shard.summary({**stats, "output": "x"})
