@@ -80,8 +80,9 @@ class Index:
     Samples are numbered in (shard, position) order. In memory: the shard names, the first
     sample number of each shard and where its records start. Each sample's (offset, bytes)
     in its tar is a 12-byte record in a local file built once from SHARD_INDEX (reading only
-    its shard, position, offset and bytes columns) and read back one record per sample with
-    ``pread``: the page cache holds it once per machine, no process keeps it resident. The
+    its shard, position, offset, bytes and keep_prob columns) and read back one record per
+    sample with ``pread``: the page cache holds it once per machine, no process keeps it
+    resident. Keep probabilities, when set, go to a second file of 4 bytes per sample. The
     file is named by the folder and its index files' names, sizes and modification times,
     so a rewritten index is read anew; a lock lets one process per machine build it while
     the others wait. A sample's uid comes from its tar members' names when it is read.
