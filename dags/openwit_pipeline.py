@@ -87,7 +87,8 @@ with DAG(
         "t": Param(None, type=["null", "number"], exclusiveMinimum=0,
                    description="per-query balancing budget t; empty: the default (20,000) or target_size"),
         "target_size": Param(None, type=["null", "integer"], minimum=1,
-                             description="choose t so the expected balanced count is this (instead of t)"),
+                             description="choose t so that MetaCLIP's size estimate, sum over queries of min(count, t), is "
+                             "this (instead of t)"),
         "curate_t": Param(None, type=["null", "number"], exclusiveMinimum=0,
                           description="balance=last or online: a larger t to balance with before download too "
                           "(fewer downloads); empty: curate keeps every matched text"),

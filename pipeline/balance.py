@@ -129,9 +129,7 @@ def solve_world_t(counts: dict[tuple[str, str], int], target: int, english: str 
     top = float(max((cs[-1] for cs in lc.sorted.values()), default=DEFAULT_T))
     if lc.size(lc.budgets(top, english)) <= target:
         return top
-    lo, hi = 1.0, top
-    if lc.size(lc.budgets(lo, english)) > target:
-        return lo
+    lo, hi = 0.0, top
     while hi - lo > 1e-9 * hi:
         mid = (lo + hi) / 2
         if lc.size(lc.budgets(mid, english)) <= target:
@@ -143,17 +141,24 @@ def solve_world_t(counts: dict[tuple[str, str], int], target: int, english: str 
 
 class Budgets(dict):
     """{language: t} with English's (or the single) t as ``main``; a language with no
-    counted match gets ``main``."""
+    counted match gets ``main``. ``share``: English's tail share the other languages'
+    t keep (None where no per-language rule applied)."""
 
-    def __init__(self, by_lang: dict[str, float], main: float):
+    def __init__(self, by_lang: dict[str, float], main: float, share: float | None = None):
         super().__init__(by_lang)
-        self.main = main
+        self.main, self.share = main, share
 
     def __missing__(self, lang: str) -> float:
         return self.main
 
     def __reduce__(self):
-        return (Budgets, (dict(self), self.main))
+        return (Budgets, (dict(self), self.main, self.share))
+
+    def record(self) -> dict:
+        """balance_t.json: the t (null: not balanced), each language's, English's tail share."""
+        return {"t": self.main if math.isfinite(self.main) else None,
+                "by_language": {lang: t for lang, t in sorted(self.items()) if math.isfinite(t)} or None,
+                "english_tail_share": self.share}
 
 
 def budgets(counts: dict[tuple[str, str], int], t: float | None, target: int | None, worldwide: bool) -> Budgets:
@@ -163,4 +168,6 @@ def budgets(counts: dict[tuple[str, str], int], t: float | None, target: int | N
         value = solve_t(list(counts.values()), target) if target else float(t or DEFAULT_T)
         return Budgets({}, value)
     t_en = solve_world_t(counts, target) if target else float(t or DEFAULT_T)
-    return Budgets(language_budgets(counts, t_en), t_en)
+    lc = LanguageCounts(counts)
+    share = lc.tail_share("en", t_en) if "en" in lc.sorted and math.isfinite(t_en) else None
+    return Budgets(lc.budgets(t_en), t_en, share)

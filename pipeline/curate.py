@@ -119,7 +119,7 @@ def load_lists(folder: str) -> dict[str, list[str]]:
     lists = {}
     for name in sorted(fileio.listdir(folder)):
         if name.endswith(".txt") and not name.startswith("."):
-            lines = fileio.read_bytes(fileio.join(folder, name)).decode("utf-8").splitlines()
+            lines = fileio.read_bytes(fileio.join(folder, name)).decode("utf-8-sig").splitlines()
             lists[name.removesuffix(".txt")] = load_entries(lines)
     return lists
 
@@ -204,7 +204,7 @@ class CleanAndMatchFn(beam.DoFn):
             if fileio.isdir(self.queries):  # worldwide: every language's list, matches tagged
                 return _MatcherHolder(WorldMatcher(load_lists(self.queries), self.lowercase))
             with fileio.open_read(self.queries) as fh:
-                entries = load_entries(fh.read().decode("utf-8").splitlines())
+                entries = load_entries(fh.read().decode("utf-8-sig").splitlines())
             return _MatcherHolder(QueryMatcher(entries, self.lowercase))
 
         self.matcher = self.shared.acquire(build, tag=f"{self.queries}:{self.lowercase}").matcher
@@ -480,7 +480,10 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lowercase", action="store_true", help="match case-insensitively (lowercase text and entries)")
     parser.add_argument("--t", type=float, default=None, help=f"per-query budget t (default: {balance.DEFAULT_T}); "
                         "worldwide: English's, the other languages' follow from it")
-    parser.add_argument("--target-size", type=int, default=None, help="choose t so the expected kept count is this")
+    parser.add_argument("--target-size", type=int, default=None,
+                        help="choose t so that MetaCLIP's size estimate, the sum over queries of min(count, t), is "
+                        "this (a text matching several queries counts once per query); worldwide: English's t, "
+                        "summed over every language at its own t")
     parser.add_argument("--no-balance", action="store_true",
                         help="keep every matched text (balance last instead: openwit shard --balance)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the balancing draws (default: 0)")
@@ -557,13 +560,15 @@ def check_lists(folder: str, backend: str) -> frozenset[str]:
     known = known_languages(backend)
     for name in sorted(names):
         lang = name.removesuffix(".txt")
-        if lang not in known:
+        if lang not in known or lang == "und":
             raise schemas.UserError(f"--queries {folder}: {name} names no language the {backend} language id gives "
-                                    f"(name each list <code>.txt with one of: {', '.join(sorted(known))})")
+                                    f"(name each list <code>.txt with one of: {', '.join(sorted(known - {'und'}))})")
         try:
-            fileio.read_bytes(fileio.join(folder, name)).decode("utf-8")
+            text = fileio.read_bytes(fileio.join(folder, name)).decode("utf-8-sig")
         except UnicodeDecodeError as e:
             raise schemas.UserError(f"--queries {fileio.join(folder, name)}: not UTF-8 (byte {e.start}: {e.reason})") from None
+        if not load_entries(text.splitlines()):
+            raise schemas.UserError(f"--queries {fileio.join(folder, name)}: no entry (a list of one entry a line)")
     langs = frozenset(n.removesuffix(".txt") for n in names)
     if "en" not in langs:
         raise schemas.UserError(f"--queries {folder}: no en.txt; worldwide mode sets every language's t from "
@@ -600,9 +605,7 @@ def build(p: beam.Pipeline, files: list[tuple[str, str, int]], curate: CurateCan
     t = beam.pvalue.AsSingleton(out["t"])
     counted = out["query_counts"] | "WriteQueryCounts" >> beam.Map(write_query_counts, output=output, t=t)
     t_path = fileio.join(output, "balance_t.json")
-    t_written = out["t"] | "WriteT" >> beam.Map(lambda value: fileio.write_json(t_path, {
-        "t": value.main if math.isfinite(value.main) else None,
-        "by_language": {lang: t for lang, t in sorted(value.items()) if math.isfinite(t)} or None}))
+    t_written = out["t"] | "WriteT" >> beam.Map(lambda value: fileio.write_json(t_path, value.record()))
     (p
      | "Once" >> beam.Create([None])
      | "Finish" >> beam.Map(finish, output=output, shards=curate.shards, written=beam.pvalue.AsList(out["written"]),
@@ -624,9 +627,11 @@ def run(argv: list[str] | None = None) -> dict:
     list_langs = check_lists(args.queries, args.langid) if worldwide else None
     if not worldwide:
         try:  # now, in one line, not in every worker's setup
-            fileio.read_bytes(args.queries).decode("utf-8")
+            text = fileio.read_bytes(args.queries).decode("utf-8-sig")
         except UnicodeDecodeError as e:
             raise schemas.UserError(f"--queries {args.queries}: not UTF-8 (byte {e.start}: {e.reason})") from None
+        if not load_entries(text.splitlines()):
+            raise schemas.UserError(f"--queries {args.queries}: no entry (a list of one entry a line)")
     if any(v is not None and v <= 0 for v in (args.target_size, args.rows_per_file)) or args.shards < 0:
         raise schemas.UserError("--target-size, --rows-per-file and --shards must be positive")
     if args.t is not None and not (args.t > 0 and math.isfinite(args.t)):
@@ -672,7 +677,8 @@ def run(argv: list[str] | None = None) -> dict:
     steps = schemas.run.steps_from_counters(counters, STEPS, candidates)
     budget = fileio.read_json(fileio.join(args.output, "balance_t.json"))
     stats = {"job": STAGE, "files": len(files), "candidates": candidates, "curated": steps[-1]["kept"],
-             "t": budget["t"], "target_size": args.target_size, "seed": args.seed, "queries": args.queries,
+             "t": budget["t"], "english_tail_share": budget.get("english_tail_share"),
+             "target_size": args.target_size, "seed": args.seed, "queries": args.queries,
              "lowercase": args.lowercase, "worldwide": worldwide,
              "languages": sorted(languages) if languages else "all", "langid": args.langid, "shards": shards,
              "rows_per_file": unit_rows,
@@ -693,7 +699,9 @@ def language_t(budget: dict, lang: str, worldwide: bool) -> float | None:
 def summary(stats: dict) -> str:
     budget = "not balanced" if stats["t"] is None else f"t = {stats['t']:,.1f}"
     if stats.get("worldwide") and stats["t"] is not None:
-        budget = f"English's t = {stats['t']:,.1f}, the others' by English's tail share"
+        budget = (f"English's t = {stats['t']:,.1f}, the others' by English's tail share "
+                  f"({stats['english_tail_share']:.1%})" if stats.get("english_tail_share") is not None
+                  else f"t = {stats['t']:,.1f} for every language: no English text was counted")
     lines = [f"curate: {stats['candidates']:,} candidates -> {stats['curated']:,} curated ({budget}) in {stats['output']}"]
     lines += options.ledger_lines(stats["steps"], 9, 18)
     if stats.get("worldwide"):

@@ -11,17 +11,19 @@ the identical set with an automaton built once over all entries.
 
 Worldwide lists (MetaCLIP 2) hold entries in scripts written without spaces between
 words, where padding an entry with spaces would make it match almost nowhere. There an
-entry is padded only at an edge whose character is not of such a script (``script_entry``):
-"猫" matches inside "一只黑猫在睡觉", "cat" still only on word boundaries. The scripts are
-MetaCLIP 2's (CJK ideographs, Thai, Lao, Myanmar, Khmer, Tibetan) plus Japanese kana and
-CJK punctuation, which MetaCLIP 2's rule pads (so a katakana entry such as "カメラ" would only
-match between spaces there). ``WorldMatcher`` matches a text against every language's
+entry is padded only at an edge whose character is neither of such a script nor
+punctuation (``script_entry``): "猫" matches inside "一只黑猫在睡觉", "cat" still only on word
+boundaries. The scripts are MetaCLIP 2's (CJK ideographs, Thai, Lao, Myanmar, Khmer,
+Tibetan) plus Japanese kana and the CJK symbol and full-width blocks, which MetaCLIP 2's
+rule pads (so a katakana entry such as "カメラ" would only match between spaces there). ``WorldMatcher`` matches a text against every language's
 list in one pass and tags each matched entry with its language.
 """
 
 from __future__ import annotations
 
 from typing import Iterable, Sequence
+
+import string
 
 import ahocorasick
 
@@ -41,6 +43,8 @@ NO_SPACE_RANGES = (
     (0xFF66, 0xFF9F),  # half-width katakana
     (0x20000, 0x3134F),  # CJK extensions B to G
 )
+# punctuation is not padded either (MetaCLIP 2): "c++" matches in "c++17", "(film)" in "casablanca(film)"
+UNPADDED_PUNCTUATION = frozenset(string.punctuation) | frozenset("，。、；：？！“”‘’（）【】《》〈〉「」『』～—")
 TAG = "\x1f"  # between a language code and an entry in WorldMatcher's tagged matches
 
 PUNCT_TO_WRAP = (",", ".", ";", ":", "?", "!", "`")
@@ -63,10 +67,14 @@ def unspaced_script(char: str) -> bool:
     return any(lo <= code <= hi for lo, hi in NO_SPACE_RANGES)
 
 
+def _padded(char: str) -> bool:
+    return not (unspaced_script(char) or char in UNPADDED_PUNCTUATION)
+
+
 def script_entry(entry: str) -> str:
-    """An entry as the worldwide rule matches it: a space at each edge that is not in a
-    script written without spaces."""
-    return f"{'' if unspaced_script(entry[0]) else ' '}{entry}{'' if unspaced_script(entry[-1]) else ' '}"
+    """An entry as the worldwide rule matches it: a space at each edge whose character is
+    neither in a script written without spaces nor punctuation."""
+    return f"{' ' if _padded(entry[0]) else ''}{entry}{' ' if _padded(entry[-1]) else ''}"
 
 
 def naive_matches(text: str, entries: Sequence[str], lowercase: bool = False) -> set[int]:

@@ -319,7 +319,8 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--t", type=float, default=None,
                         help=f"with --balance: the per-query budget t (default: {balance.DEFAULT_T})")
     parser.add_argument("--target-size", type=int, default=None,
-                        help="with --balance: choose t so the expected number of samples is this")
+                        help="with --balance: choose t so that MetaCLIP's size estimate, the sum over queries of "
+                        "min(count, t), is this (a sample matching several queries counts once per query)")
     parser.add_argument("--balance-seed", type=int, default=0, help="with --balance last: seed of the draws (default: 0)")
     parser.add_argument("--per-language-t", action="store_true",
                         help="with --balance: --t (or --target-size) sets English's t and every other language is "
@@ -360,9 +361,7 @@ def write_query_counts(matches: dict, kept: dict, t: balance.Budgets, output: st
     rows = [{C.LANG: lang, C.QUERY: q, C.MATCH_COUNT: n, C.KEEP_PROB: balance.query_probability(n, t[lang]),
              C.KEPT_COUNT: kept.get((lang, q), 0)} for (lang, q), n in sorted(matches.items())]
     outputs.write_rows(fileio.join(output, QUERY_COUNTS_DIR, outputs.part_name(0, 1)), rows, schemas.QUERY_COUNTS)
-    fileio.write_json(fileio.join(output, QUERY_COUNTS_DIR, T_FILE), {
-        "t": t.main if math.isfinite(t.main) else None,
-        "by_language": {lang: v for lang, v in sorted(t.items()) if math.isfinite(v)} or None})
+    fileio.write_json(fileio.join(output, QUERY_COUNTS_DIR, T_FILE), t.record())
     return len(rows)
 
 
@@ -466,13 +465,16 @@ def run(argv: list[str] | None = None) -> dict:
     per_shard = [fileio.read_json(fileio.join(args.output, f"{shard_name(i)}_stats.json")) for i in range(n_shards)]
     sizes = {s["file"]: s["samples"] for s in per_shard}
     command = "openwit shard " + shlex.join(argv)
-    steps = [schemas.run.step("join", n_keep, n_keep - missing, {"missing_sample": missing})]
+    # without balancing, the join's kept is what was written, so the ledger checks the writing too
+    joined = n_keep - missing if args.balance != "none" else kept
+    steps = [schemas.run.step("join", n_keep, joined, {"missing_sample": missing})]
     if args.balance != "none":
         steps.append(schemas.run.step("balance", n_keep - missing, kept, {"balanced_out": balanced_out}))
     budget = fileio.read_json(fileio.join(args.output, QUERY_COUNTS_DIR, T_FILE))
     stats = {"job": STAGE, **schemas.run.ledger(STAGE, steps),
              "balance": args.balance, "t": budget["t"], "target_size": args.target_size,
              "balance_seed": args.balance_seed, "t_by_language": budget["by_language"] if args.per_language_t else None,
+             "english_tail_share": budget.get("english_tail_share"),
              "expected_samples_per_epoch": round(counters.get("keep_prob_micros", 0) / 1e6, 1)
              if args.balance == "online" else None,
              "shards": n_shards, "samples_per_shard": args.samples_per_shard,
@@ -544,9 +546,11 @@ def balance_line(stats: dict) -> str:
     if mode == "none":
         return ""
     budget = f"t = {t:,.1f}"
-    if stats.get("t_by_language"):
+    if stats.get("t_by_language") and stats.get("english_tail_share") is None:
+        budget = f"t = {t:,.1f} for every language: no English sample was counted"
+    elif stats.get("t_by_language"):
         others = ", ".join(f"{lang} {v:,.1f}" for lang, v in sorted(stats["t_by_language"].items()) if lang != "en")
-        budget = f"English's t = {t:,.1f}; by English's tail share: {others}"
+        budget = f"English's t = {t:,.1f}; by English's tail share ({stats['english_tail_share']:.1%}): {others}"
     if mode == "last":
         return f"balanced last on the counts after download and dedupe ({budget}, seed {stats['balance_seed']})"
     if mode == "online":

@@ -16,7 +16,7 @@ from schemas import columns as C
 from schemas import fileio
 from schemas.errors import SchemaError
 from schemas.reasons import REASONS
-from schemas.tables import KNOWN_VERSIONS, META_NAME, META_VERSION, schema_name
+from schemas.tables import KNOWN_VERSIONS, META_NAME, META_VERSION, MIN_VERSIONS, schema_name
 
 PARQUET_SUFFIX = ".parquet"
 COMPRESSION = "zstd"
@@ -73,8 +73,9 @@ def check_metadata(file_schema: pa.Schema, schema: pa.Schema, where: str | os.Pa
         version = int(raw)
     except ValueError:
         version = None
-    if version not in KNOWN_VERSIONS:
-        known = ", ".join(str(v) for v in sorted(KNOWN_VERSIONS))
+    known_here = {v for v in KNOWN_VERSIONS if v >= MIN_VERSIONS.get(want, 0)}
+    if version not in known_here:
+        known = ", ".join(str(v) for v in sorted(known_here))
         raise SchemaError(
             f"{where}: {want} schema version {raw or '?'} is not known to this openwit "
             f"(it reads version {known}); rerun the stage that wrote it with this version"

@@ -12,7 +12,9 @@ import pyarrow as pa
 from schemas import columns as C
 
 SCHEMA_VERSION = 3  # 2: QUERY_COUNTS per language, text_source in CANDIDATE and CURATED; 3: keep_prob in SHARD_INDEX
-KNOWN_VERSIONS = frozenset({3})
+KNOWN_VERSIONS = frozenset({2, 3})
+# a schema that changed in a later version: its files of an earlier version are refused
+MIN_VERSIONS = {"SHARD_INDEX": 3}
 
 META_NAME = b"openwit.schema"
 META_VERSION = b"openwit.schema_version"

@@ -90,6 +90,9 @@ def test_worldwide_matching_pads_only_edges_outside_unspaced_scripts():
 
     assert script_entry("猫") == "猫" and script_entry("cat") == " cat " and script_entry("iPhone手机") == " iPhone手机"
     assert script_entry("カメラ") == "カメラ" and script_entry("แมว") == "แมว"  # kana and Thai: no padding
+    assert script_entry("c++") == " c++" and script_entry("(film)") == "(film)"  # punctuation: no padding
+    assert WorldMatcher({"en": ["c++", "(film)"]}).match_entries("c++17 and casablanca(film) poster") == [
+        "en\x1f(film)", "en\x1fc++"]
     lists = {"zh": ["猫", "黑猫", "iPhone手机"], "ja": ["カメラ", "猫"], "en": ["cat", "black cat"], "th": ["แมว"]}
     m = WorldMatcher(lists, lowercase=True)
     found = m.match_entries("一只黑猫在睡觉, Black Cat! カメラを買う แมวดำ cats 我的 iPhone手机 我的iPhone手机")
@@ -469,7 +472,8 @@ def test_worldwide_mode_counts_matches_and_budgets_per_language(tmp_path):
     share = sum(c for c in by_lang["en"] if c < t_en) / sum(by_lang["en"])
     want = {lang: float(t_en) if lang == "en" else _metaclip2_t(cs, share) for lang, cs in by_lang.items()}
     written = json.loads((tmp_path / "out" / "balance_t.json").read_text())
-    assert written == {"t": t_en, "by_language": want} and len(set(want.values())) > 1
+    assert written == {"t": t_en, "by_language": want, "english_tail_share": pytest.approx(share)}
+    assert len(set(want.values())) > 1
     assert {lang: s["t"] for lang, s in stats["by_language"].items() if lang in want} == want
 
     # every curated text is kept against its own language's counts and t
@@ -506,6 +510,11 @@ def test_worldwide_target_size_and_bad_folders_are_one_line(tmp_path):
     lc = balance.LanguageCounts(counts)
     assert lc.size(lc.budgets(t)) <= 150 < lc.size(lc.budgets(t * 1.001))
     assert balance.language_budgets(counts, 60) == {"en": 60.0, "zh": 30.0}  # en's tail share 60/160 -> zh at 30
+    many = {("en", f"q{i}"): 50 for i in range(100)}
+    t = balance.solve_world_t(many, 20)  # below 1, as the single-list solver finds it
+    assert t == pytest.approx(0.2) and balance.LanguageCounts(many).size({"en": t}) == pytest.approx(20)
+    assert balance.budgets({("zh", "x"): 9}, 5, None, True).record() == {
+        "t": 5.0, "by_language": {"zh": 5.0}, "english_tail_share": None}  # no English: t for all, and it says so
     cands = tmp_path / "c.parquet"
     schemas.write_table(pa.Table.from_pylist([_cand("http://h/1.jpg", "a cat", 1)], schema=schemas.CANDIDATE), cands,
                         schemas.CANDIDATE)
@@ -527,3 +536,29 @@ def test_worldwide_target_size_and_bad_folders_are_one_line(tmp_path):
     (lists / "zh.txt").write_text("猫\n", encoding="utf-8")
     with pytest.raises(schemas.UserError, match="no list for fr"):
         _run(cands, lists, tmp_path / "o", "--languages", "en,fr")
+    (lists / "und.txt").write_text("x\n", encoding="utf-8")
+    with pytest.raises(schemas.UserError, match="und.txt names no language"):
+        _run(cands, lists, tmp_path / "o")
+    (lists / "und.txt").unlink()
+    (lists / "en.txt").write_text("\n  \n", encoding="utf-8")
+    with pytest.raises(schemas.UserError, match=r"en.txt: no entry"):
+        _run(cands, lists, tmp_path / "o")
+    (tmp_path / "empty.txt").write_text("", encoding="utf-8")
+    with pytest.raises(schemas.UserError, match=r"empty.txt: no entry"):
+        _run(cands, tmp_path / "empty.txt", tmp_path / "o")
+
+
+def test_a_byte_order_mark_does_not_hide_the_first_entry(tmp_path):
+    rows = [_cand("http://h/1.jpg", "a cat on a mat", 1), _cand("http://h/2.jpg", "一只猫在睡觉", 2)]
+    lists = tmp_path / "lists"
+    lists.mkdir()
+    (lists / "en.txt").write_bytes("\ufeffcat\n".encode("utf-8"))
+    (lists / "zh.txt").write_bytes("\ufeff猫\n".encode("utf-8"))
+    kept, rejected = _curate_rows(tmp_path, lists, {"f": rows}, "--min-words", "1", "--min-chars", "2",
+                                  "--t", "1000")
+    assert sorted((r[C.LANG], r[C.MATCHED_QUERIES]) for r in kept) == [("en", ["cat"]), ("zh", ["猫"])], rejected
+    single = tmp_path / "single.txt"
+    single.write_bytes("\ufeffcat\n".encode("utf-8"))
+    (tmp_path / "s").mkdir()
+    kept, _ = _curate_rows(tmp_path / "s", single, {"f": rows[:1]}, "--t", "1000")
+    assert [r[C.MATCHED_QUERIES] for r in kept] == [["cat"]]

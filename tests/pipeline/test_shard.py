@@ -377,4 +377,4 @@ def test_per_language_t_balances_each_language_at_englishs_tail_share(made, tmp_
         lang = by_uid[row[C.UID]][C.LANG]
         assert row[C.KEEP_PROB] == pytest.approx(balance.keep_probability(
             [counts[lang, q] for q in by_uid[row[C.UID]][C.MATCHED_QUERIES]], want[lang]))
-    assert "by English's tail share: zh" in shard.summary({**stats, "output": "x"})
+    assert "by English's tail share (" in shard.summary({**stats, "output": "x"})
