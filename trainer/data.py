@@ -150,11 +150,14 @@ class Index:
         except OSError as e:
             raise schemas.UserError(f"cannot write the shard index's records under {cache} ({e.strerror}): "
                                     "set OPENWIT_WORK to a writable local folder") from None
-        return cls._load(folder, path, files, cache)
+        return cls._load(folder, path, files, cache, only)
 
     @classmethod
-    def _load(cls, folder: str, path: str, files: list, cache: str) -> "Index":
-        where = hashlib.blake2b(str(folder).encode(), digest_size=6).hexdigest()
+    def _load(cls, folder: str, path: str, files: list, cache: str, only: set[str] | None = None) -> "Index":
+        # named by the folder and the shards chosen: a run on other shards of the same folder
+        # never removes this one's files; a rewritten index replaces its own older version
+        chosen = str(folder) + ("|" + ",".join(sorted(only)) if only is not None else "")
+        where = hashlib.blake2b(chosen.encode(), digest_size=6).hexdigest()
         what = hashlib.blake2b(json.dumps(files).encode(), digest_size=10).hexdigest()
         base = os.path.join(cache, f"{where}-{what}")
         with open(base + ".lock", "a") as lock:

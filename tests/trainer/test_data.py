@@ -167,6 +167,16 @@ def test_the_records_file_is_built_once_and_rebuilt_when_the_index_changes(shard
     assert sorted(n for n in os.listdir(cache) if not n.endswith(".lock")) == [stem + ".json", stem + ".records"]
 
 
+def test_runs_on_other_shards_of_the_same_folder_keep_each_others_files(shards, tmp_path):
+    cache = tmp_path / "cache"
+    a = data.Index.load(str(shards), str(cache), only={"00000"})
+    b = data.Index.load(str(shards), str(cache), only={"00001"})
+    whole = data.Index.load(str(shards), str(cache))
+    assert len({a.records, b.records, whole.records}) == 3 and all(
+        os.path.exists(i.records) for i in (a, b, whole))  # a trainer on one never loses its records to another
+    assert a.locate(0)[0] == "00000.tar" and b.locate(0)[0] == "00001.tar"
+
+
 def _load(args):
     folder, cache = args
     return data.Index.load(folder, cache).records
