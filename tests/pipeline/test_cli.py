@@ -50,6 +50,7 @@ class _Shown(Exception):
 
 # every command and subcommand a user can ask `--help` of
 HELP_COMMANDS = [["synth"], ["synth", "serve"], ["demo"], ["extract"], ["curate"], ["queries", "build"],
+                 ["queries", "build-default"], ["queries", "build-world"],
                  ["queries", "stats"], ["download"], ["dedupe"], ["shard"], ["train"], ["export"], ["eval"],  # not-a-column
                  ["validate"], ["report"]]
 
