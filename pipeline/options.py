@@ -110,6 +110,8 @@ def unknown_beam_args(argv: list[str]) -> list[str]:
 
 
 WORKER_CRASH = b"CRITICAL:__main__:Python sdk harness failed"
+# the job service's one-line copy of a worker's crash report (its traceback escaped inside)
+RELAYED_CRASH = b"CRITICAL:apache_beam.runners.portability.local_job_service:Worker:"
 
 
 def _traceback_line(line: bytes) -> bool:
@@ -152,7 +154,8 @@ def quiet_local_workers(beam_options: PipelineOptions) -> Iterator[None]:
                     if _traceback_line(line):
                         continue
                     # A worker that got the same Ctrl-C can report it before the launcher has
-                    # noticed: its KeyboardInterrupt is dropped, any other crash passed on.
+                    # noticed (itself, or relayed by the job service): its KeyboardInterrupt
+                    # is dropped, any other crash passed on.
                     dropped = b"KeyboardInterrupt" in line
                     if not dropped:
                         os.write(saved, b"".join(held))
@@ -160,6 +163,9 @@ def quiet_local_workers(beam_options: PipelineOptions) -> Iterator[None]:
                     continue
                 if line.startswith(WORKER_CRASH) or (dropped and _traceback_line(line)):
                     held = [line]
+                    continue
+                if line.startswith(RELAYED_CRASH) and b"KeyboardInterrupt" in line:
+                    dropped = True  # the same Ctrl-C, relayed by the job service on one line
                     continue
                 dropped = False
                 if not line.startswith((b"INFO:", b"WARNING:root:apitools", b"WARNING:__main__:No semi_persistent")):

@@ -68,6 +68,11 @@ def test_a_workers_ctrl_c_report_is_dropped_and_any_other_crash_passed_on():
                  b"KeyboardInterrupt\\n", b"\\n", b"During handling of the above exception, another exception occurred:\\n",
                  b"\\n", b"Traceback (most recent call last):\\n", b"  File y\\n", b"KeyboardInterrupt\\n",
                  b"a line of the job\\n",
+                 b'CRITICAL:apache_beam.runners.portability.local_job_service:Worker: severity: CRITICAL message: '
+                 b'"Python sdk harness failed: \\\\nTraceback (most recent call last):\\\\n  File x\\\\nKeyboardInterrupt" trace: "KeyboardInterrupt\\\\n"\\n',
+                 b"another line of the job\\n",
+                 b'CRITICAL:apache_beam.runners.portability.local_job_service:Worker: severity: CRITICAL message: '
+                 b'"Python sdk harness failed: \\\\nValueError: relayed"\\n',
                  b"CRITICAL:__main__:Python sdk harness failed: \\n", b"Traceback (most recent call last):\\n",
                  b"  File z\\n", b"ValueError: boom\\n"]
         with options.quiet_local_workers(PipelineOptions(["--runner=" + options.LOCAL_RUNNER])):
@@ -78,5 +83,8 @@ def test_a_workers_ctrl_c_report_is_dropped_and_any_other_crash_passed_on():
     assert proc.returncode == 0, proc.stderr
     shown = [x for x in proc.stderr.decode().splitlines() if not x.startswith("WARNING:root:apitools")]  # on import
     assert shown == [
-        "a line of the job", "CRITICAL:__main__:Python sdk harness failed: ", "Traceback (most recent call last):",
+        "a line of the job", "another line of the job",
+        'CRITICAL:apache_beam.runners.portability.local_job_service:Worker: severity: CRITICAL message: '
+        '"Python sdk harness failed: \\nValueError: relayed"',
+        "CRITICAL:__main__:Python sdk harness failed: ", "Traceback (most recent call last):",
         "  File z", "ValueError: boom"]
