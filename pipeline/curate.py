@@ -475,7 +475,7 @@ def add_args(parser: argparse.ArgumentParser) -> None:
                         help="CANDIDATE parquet: files, globs, or folders (an extract --output folder works)")
     parser.add_argument("--output", default=None, help="output folder")
     parser.add_argument("--queries", default=None, help="query list: one entry per line, UTF-8, case-sensitive "
-                        "(default: the shipped English list, ~320k entries, matched with --lowercase); or a folder "
+                        "(default: the shipped English list, 367,830 entries, matched with --lowercase); or a folder "
                         "of per-language lists named <language>.txt, en.txt among them (worldwide mode)")
     parser.add_argument("--lowercase", action="store_true", help="match case-insensitively (lowercase text and entries)")
     parser.add_argument("--t", type=float, default=None, help=f"per-query budget t (default: {balance.DEFAULT_T}); "
@@ -617,7 +617,7 @@ def run(argv: list[str] | None = None) -> dict:
     for flag in ("input", "output"):
         if not getattr(args, flag):
             raise schemas.UserError(f"--{flag} is required")
-    if not args.queries:  # the shipped default English list (wordfreq's lowercase words + PMI bigrams)
+    if not args.queries:  # the shipped default English list (WordNet synsets, wordfreq's words, PMI bigrams)
         from pipeline import queries as querybuild
 
         args.queries, args.lowercase = str(querybuild.default_list()), True
