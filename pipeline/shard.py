@@ -85,6 +85,7 @@ def shard_name(index: int) -> str:
 
 
 BALANCE_MODES = ("none", "last", "online")
+LANG_PREFIX = "balance@"  # per-language balancing counters: balance@<language>:<outcome>
 
 
 def _reject(uid: str, detail: str, source: str | None, reason: str = "missing_sample", url: str | None = None) -> dict:
@@ -170,11 +171,14 @@ class BalanceRangeFn(beam.DoFn):
                 if self.mode == "online":
                     s[C.KEEP_PROB] = p
                     _counter("keep_prob_micros").inc(round(p * 1e6))
+                    _counter(f"{LANG_PREFIX}{lang}:keep_prob_micros").inc(round(p * 1e6))
                 elif not schemas.ids.uniform(schemas.ids.REBALANCE, self.seed, s[C.UID]) < p:
                     _counter("balanced_out").inc()
+                    _counter(f"{LANG_PREFIX}{lang}:balanced_out").inc()
                     yield beam.pvalue.TaggedOutput("rejects", _reject(s[C.UID], f"p={p:.6g}", f"{s['_source']}.tar",
                                                                       "balanced_out", s[C.URL]))
                     continue
+                _counter(f"{LANG_PREFIX}{lang}:kept").inc()
             kept_samples.append(s)
             kept_queries.update((s.get(C.LANG) or UNKNOWN_LANG, q) for q in set(s[C.MATCHED_QUERIES] or ()))
         _counter("balanced").inc(len(kept_samples))
@@ -475,6 +479,7 @@ def run(argv: list[str] | None = None) -> dict:
              "balance": args.balance, "t": budget["t"], "target_size": args.target_size,
              "balance_seed": args.balance_seed, "t_by_language": budget["by_language"] if args.per_language_t else None,
              "english_tail_share": budget.get("english_tail_share"),
+             "by_language": language_sections(counters, budget, args.balance) if args.balance != "none" else None,
              "expected_samples_per_epoch": round(counters.get("keep_prob_micros", 0) / 1e6, 1)
              if args.balance == "online" else None,
              "shards": n_shards, "samples_per_shard": args.samples_per_shard,
@@ -540,6 +545,25 @@ def dataset_card(args: argparse.Namespace, stats: dict, per_shard: list[dict]) -
     return "\n".join(lines) + "\n"
 
 
+def language_sections(counters: dict[str, int], budget: dict, mode: str) -> dict[str, dict]:
+    """Per language: its t, the samples that reached balancing, kept and balanced_out (and,
+    online, the samples an epoch draws on average)."""
+    by: dict[str, dict[str, int]] = {}
+    for name, n in counters.items():
+        if name.startswith(LANG_PREFIX):
+            lang, _, outcome = name[len(LANG_PREFIX):].partition(":")
+            by.setdefault(lang, {})[outcome] = n
+    out = {}
+    for lang, c in sorted(by.items()):
+        kept, dropped = c.get("kept", 0), c.get("balanced_out", 0)
+        out[lang] = {"t": (budget.get("by_language") or {}).get(lang, budget["t"]),
+                     **schemas.run.ledger(STAGE, [schemas.run.step("balance", kept + dropped, kept,
+                                                                   {"balanced_out": dropped})])}
+        if mode == "online":
+            out[lang]["expected_samples_per_epoch"] = round(c.get("keep_prob_micros", 0) / 1e6, 1)
+    return out
+
+
 def balance_line(stats: dict) -> str:
     """How the shards were balanced, in words ('' when they were not)."""
     mode, t = stats.get("balance", "none"), stats.get("t")
@@ -566,6 +590,11 @@ def summary(stats: dict) -> str:
         line += f"\n  {balance_line(stats)}"
     for reason, n in stats["rejected"].items():
         line += f"\n  rejected {reason:<16} {n:>8,}  {schemas.describe(reason)}"
+    sections = stats.get("by_language") or {}
+    if len(sections) > 1:
+        line += f"\n  {'language':<9} {'t':>12} {'in':>10} {'kept':>10}"
+        for lang, sec in sorted(sections.items(), key=lambda kv: -kv[1]["in"]):
+            line += f"\n  {lang:<9} {sec['t']:>12,.1f} {sec['in']:>10,} {sec['kept']:>10,}"
     return line
 
 

@@ -378,3 +378,9 @@ def test_per_language_t_balances_each_language_at_englishs_tail_share(made, tmp_
         assert row[C.KEEP_PROB] == pytest.approx(balance.keep_probability(
             [counts[lang, q] for q in by_uid[row[C.UID]][C.MATCHED_QUERIES]], want[lang]))
     assert "by English's tail share (" in shard.summary({**stats, "output": "x"})
+    sections = stats["by_language"]  # a section per language, adding up to the whole
+    assert sorted(sections) == ["en", "zh"] and sections["zh"]["t"] == want["zh"]
+    assert sum(sec["in"] for sec in sections.values()) == stats["kept"]
+    assert sum(sec["expected_samples_per_epoch"] for sec in sections.values()) == pytest.approx(
+        stats["expected_samples_per_epoch"], abs=0.2)
+    assert "  zh " in shard.summary({**stats, "output": "x"})
