@@ -57,10 +57,12 @@ def _parser() -> Parser:
     return p
 
 
-def _expected(kind: str, fault: str | None) -> str:
-    if kind == "data_url":
+def _expected(kind: str, fault: str | None, url: str = "") -> str:
+    """What a careful client sees fetching a link. A link on an opted-out page keeps its
+    own kind's form (its url says it: data: or .svg) under the page's kind."""
+    if kind == "data_url" or url.startswith("data:"):
         return "not_http"
-    if kind == "svg":
+    if kind == "svg" or url.lower().endswith(".svg"):
         return "svg"
     return EXPECTED[fault or "none"]
 
@@ -188,9 +190,9 @@ def probe_links(cfg: crawl.CrawlConfig, truth: pa.Table, sample: int) -> tuple[b
 
     # One line per kind; faulty and opted-out links get one line per fault.
     rows_by_line: dict[tuple[str, str], list[tuple[str, str]]] = defaultdict(list)
-    for ((kind, fault), _), outcome in zip(jobs, outcomes):
+    for ((kind, fault), row), outcome in zip(jobs, outcomes):
         line = (kind, fault if kind in ("faulty", "opted_out") else "")
-        rows_by_line[line].append((_expected(kind, fault), outcome))
+        rows_by_line[line].append((_expected(kind, fault, row[C.URL]), outcome))
     counts = truth.group_by([C.KIND, C.FAULT]).aggregate([([C.URL], "count")]).to_pylist()
     totals: dict[tuple[str, str], int] = defaultdict(int)
     for r in counts:
