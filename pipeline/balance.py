@@ -70,6 +70,15 @@ def solve_t(counts: Iterable[int], target: int) -> float:
     return (target - prefix[k]) / (n - k)
 
 
+def merge_counts(dicts: Iterable[dict]) -> dict:
+    """Counts summed key by key (a CombineGlobally of per-worker query counts)."""
+    total: dict = {}
+    for d in dicts:
+        for k, n in d.items():
+            total[k] = total.get(k, 0) + n
+    return total
+
+
 def expected_size(counts: Iterable[int], t: float) -> float:
     return float(sum(min(c, t) for c in counts))
 

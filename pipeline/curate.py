@@ -405,13 +405,6 @@ class BalanceFn(beam.DoFn):
         yield dict(kept_queries)
 
 
-def merge_counts(dicts: Iterable[dict]) -> dict:
-    total: Counter = Counter()
-    for d in dicts:
-        total.update(d)
-    return dict(total)
-
-
 def units(files: list[tuple[str, str, int]], rows: int) -> list[tuple[int, list[tuple[str, str]]]]:
     """Consecutive candidate files grouped into units of at most ``rows`` candidates (a
     larger file is a unit of its own): one exchange file each with one batch per shard, so
@@ -455,13 +448,13 @@ class CurateCandidates(beam.PTransform):
                    | "DedupeAndLanguage" >> beam.ParDo(DedupeShardFn(self.dedupe_url, self.output, self.languages,
                                                                     self.langid, self.worldwide))
                    .with_outputs(MATCH_COUNTS, WRITTEN, main="files"))
-        counts = deduped[MATCH_COUNTS] | "CountQueries" >> beam.CombineGlobally(merge_counts)
+        counts = deduped[MATCH_COUNTS] | "CountQueries" >> beam.CombineGlobally(balance.merge_counts)
         t = counts | "SolveT" >> beam.Map(balance.budgets, self.t, self.target_size, self.worldwide)
         final = deduped.files | "Balance" >> beam.ParDo(
             BalanceFn(self.seed, self.output, self.shards),
             counts=beam.pvalue.AsSingleton(counts), t=beam.pvalue.AsSingleton(t),
         ).with_outputs(WRITTEN, main="kept_queries")
-        kept = final.kept_queries | "CountKept" >> beam.CombineGlobally(merge_counts)
+        kept = final.kept_queries | "CountKept" >> beam.CombineGlobally(balance.merge_counts)
         query_counts = counts | "JoinCounts" >> beam.Map(
             lambda matches, kept: {q: (n, kept.get(q, 0)) for q, n in matches.items()}, kept=beam.pvalue.AsSingleton(kept))
         written = (cleaned[WRITTEN], deduped[WRITTEN], final[WRITTEN]) | "AllWritten" >> beam.Flatten()

@@ -162,7 +162,7 @@ class BalanceRangeFn(beam.DoFn):
 
     def process(self, item: tuple[int, list[dict]], counts: dict, t: balance.Budgets) -> Iterator:
         rng, samples = item
-        kept_samples, kept_queries = [], Counter()
+        kept_samples, kept_queries, outcomes = [], Counter(), Counter()
         for s in samples:
             if self.mode != "none":
                 queries = set(s[C.MATCHED_QUERIES] or ())
@@ -170,18 +170,21 @@ class BalanceRangeFn(beam.DoFn):
                 p = balance.keep_probability([counts[lang, q] for q in queries], t[lang]) if queries else 1.0
                 if self.mode == "online":
                     s[C.KEEP_PROB] = p
-                    _counter("keep_prob_micros").inc(round(p * 1e6))
-                    _counter(f"{LANG_PREFIX}{lang}:keep_prob_micros").inc(round(p * 1e6))
+                    micros = round(p * 1e6)
+                    outcomes["keep_prob_micros"] += micros
+                    outcomes[f"{LANG_PREFIX}{lang}:keep_prob_micros"] += micros
                 elif not schemas.ids.uniform(schemas.ids.REBALANCE, self.seed, s[C.UID]) < p:
-                    _counter("balanced_out").inc()
-                    _counter(f"{LANG_PREFIX}{lang}:balanced_out").inc()
+                    outcomes["balanced_out"] += 1
+                    outcomes[f"{LANG_PREFIX}{lang}:balanced_out"] += 1
                     yield beam.pvalue.TaggedOutput("rejects", _reject(s[C.UID], f"p={p:.6g}", f"{s['_source']}.tar",
                                                                       "balanced_out", s[C.URL]))
                     continue
-                _counter(f"{LANG_PREFIX}{lang}:kept").inc()
+                outcomes[f"{LANG_PREFIX}{lang}:kept"] += 1
             kept_samples.append(s)
             kept_queries.update((s.get(C.LANG) or UNKNOWN_LANG, q) for q in set(s[C.MATCHED_QUERIES] or ()))
-        _counter("balanced").inc(len(kept_samples))
+        outcomes["balanced"] += len(kept_samples)
+        for name, n in outcomes.items():  # once per range, not once per sample
+            _counter(name).inc(n)
         yield beam.pvalue.TaggedOutput("kept", dict(kept_queries))
         if kept_samples:
             yield beam.pvalue.TaggedOutput("counts", (rng, len(kept_samples)))
@@ -352,13 +355,6 @@ def _parquet(folder: str, flag: str, schema: pa.Schema) -> tuple[list[str], int]
     return [str(f) for f in files], rows
 
 
-def merge_counts(dicts: Iterable[dict]) -> dict:
-    total: Counter = Counter()
-    for d in dicts:
-        total.update(d)
-    return dict(total)
-
-
 def write_query_counts(matches: dict, kept: dict, t: balance.Budgets, output: str) -> int:
     """query_counts/part-00000-of-00001.parquet: per (language, query), the samples that
     reached this stage, the keep probability of the query and the samples kept."""
@@ -384,7 +380,7 @@ def build(p: beam.Pipeline, keep_files: list[str], curated_files: list[str], sou
               | "BothSides" >> beam.Flatten()
               | "GroupUidRange" >> beam.GroupByKey()
               | "Join" >> beam.ParDo(JoinRangeFn(seed, bits)).with_outputs("matches", "rejects", main="samples"))
-    matches = joined["matches"] | "CountQueries" >> beam.CombineGlobally(merge_counts)
+    matches = joined["matches"] | "CountQueries" >> beam.CombineGlobally(balance.merge_counts)
     if mode == "none":
         budget = p | "NoBudget" >> beam.Create([balance.Budgets({}, math.inf)])
     else:
@@ -394,7 +390,7 @@ def build(p: beam.Pipeline, keep_files: list[str], curated_files: list[str], sou
                                           t=beam.pvalue.AsSingleton(budget))
                 .with_outputs("counts", "kept", "rejects", main="samples"))
     counts = balanced["counts"] | "RangeCounts" >> beam.CombinePerKey(sum)
-    kept = balanced["kept"] | "CountKept" >> beam.CombineGlobally(merge_counts)
+    kept = balanced["kept"] | "CountKept" >> beam.CombineGlobally(balance.merge_counts)
     (matches | "WriteQueryCounts" >> beam.Map(write_query_counts, kept=beam.pvalue.AsSingleton(kept),
                                               t=beam.pvalue.AsSingleton(budget), output=output))
     (balanced["samples"]

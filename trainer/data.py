@@ -111,11 +111,12 @@ class Index:
         s = np.searchsorted(self.starts, i, side="right") - 1
         return s, self.bases[s] + i - self.starts[s]
 
-    def keep_probs(self, i: np.ndarray) -> np.ndarray:
-        """The keep probabilities of samples ``i`` (online balancing)."""
+    def keep_probs(self, i: np.ndarray, records: np.ndarray | None = None) -> np.ndarray:
+        """The keep probabilities of samples ``i`` (online balancing; ``records``: their
+        record numbers, when the caller has them)."""
         if self._keep is None:
             self._keep = np.memmap(self.records.removesuffix(".records") + ".keep", KEEP, mode="r")
-        return np.asarray(self._keep[self.record_numbers(i)[1]], np.float64)
+        return np.asarray(self._keep[self.record_numbers(i)[1] if records is None else records], np.float64)
 
     def locate(self, i: int) -> tuple[str, int, int]:
         """(tar name, byte offset, byte count) of sample ``i``."""
@@ -363,11 +364,11 @@ class EpochDraw:
 
     def keeps(self, i: np.ndarray) -> np.ndarray:
         """Whether this epoch keeps samples ``i``."""
-        s = np.searchsorted(self.index.starts, i, side="right") - 1
+        s, records = self.index.record_numbers(i)
         place = (i - self.index.starts[s]).astype(np.uint64)
         with np.errstate(over="ignore"):
             u = _mix(self.keys[s] + (place + np.uint64(1)) * _GOLDEN) >> np.uint64(11)
-        return u.astype(np.float64) * 2.0 ** -53 < self.index.keep_probs(i)
+        return u.astype(np.float64) * 2.0 ** -53 < self.index.keep_probs(i, records)
 
     def _kept_in(self, b: int) -> np.ndarray:
         """Sample numbers this epoch keeps among permuted positions of block ``b``, in order."""
