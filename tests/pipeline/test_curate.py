@@ -562,3 +562,23 @@ def test_a_byte_order_mark_does_not_hide_the_first_entry(tmp_path):
     (tmp_path / "s").mkdir()
     kept, _ = _curate_rows(tmp_path / "s", single, {"f": rows[:1]}, "--t", "1000")
     assert [r[C.MATCHED_QUERIES] for r in kept] == [["cat"]]
+
+
+def test_worldwide_lists_and_output_on_an_s3_server(s3, tmp_path):
+    from schemas import fileio
+
+    lists = f"{s3}/worldwide/lists"
+    fileio.write_text(f"{lists}/en.txt", "\ufeffcat\n")
+    fileio.write_text(f"{lists}/zh.txt", "猫\n")
+    rows = [_cand("http://h/1.jpg", "a cat on a mat", 1), _cand("http://h/2.jpg", "一只猫在睡觉", 2),
+            _cand("http://h/3.jpg", "a dog", 3)]
+    local = tmp_path / "c.parquet"
+    schemas.write_table(pa.Table.from_pylist(rows, schema=schemas.CANDIDATE), local, schemas.CANDIDATE)
+    fileio.publish(str(local), f"{s3}/worldwide/cands/c.parquet")
+    stats = curate.run(["--input", f"{s3}/worldwide/cands", "--output", f"{s3}/worldwide/out", "--queries", lists,
+                        "--min-words", "1", "--min-chars", "2", "--t", "10", *IN_MEMORY])
+    assert stats["worldwide"] and stats["curated"] == 2 and stats["ledger_ok"]
+    assert json.loads(fileio.read_bytes(f"{s3}/worldwide/out/balance_t.json"))["by_language"] == {"en": 10.0,
+                                                                                                "zh": 1.0}
+    kept = schemas.read_table(f"{s3}/worldwide/out/curated", schemas.CURATED).to_pylist()
+    assert sorted((r[C.LANG], r[C.MATCHED_QUERIES]) for r in kept) == [("en", ["cat"]), ("zh", ["猫"])]
