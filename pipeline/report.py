@@ -43,7 +43,7 @@ REPORT_FILE = RUN.REPORT_FILE
 SHARD_STAGE = RUN.SHARD
 FUNNEL_LABELS = {RUN.EXTRACT: ("image links", "candidates"), RUN.CURATE: ("", "curated pairs"),
                  RUN.DOWNLOAD: ("", "images downloaded"), RUN.DEDUPE: ("", "after dedupe"),
-                 RUN.SHARD: ("", "training samples")}
+                 RUN.SCORE: ("", "after CLIP score"), RUN.SHARD: ("", "training samples")}
 FIGURES = ("funnel", "queries", "languages", "captions", "sizes", "duplicates", "training")
 PALETTE = ("#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860", "#da8bc3", "#8c8c8c")
 

@@ -66,6 +66,7 @@ CARD_FILE = "README.md"
 INDEX_DIR = "index"
 QUERY_COUNTS_DIR = "query_counts"
 T_FILE = "balance_t.json"
+SCORES_DIR = "scores"  # beside keep/ in an `openwit score` output
 UNKNOWN_LANG = "und"  # a CURATED row without a language is counted under this code
 TEXT_EXT, JSON_EXT = "txt", "json"
 
@@ -129,6 +130,10 @@ class JoinRangeFn(beam.DoFn):
             return
         keep = pa.concat_tables(keeps)
         curs = [t for tag, t in parts if tag == "curated"]
+        scored = {}
+        for tag, t in parts:
+            if tag == "scores":
+                scored.update(zip(t.column(C.UID).to_pylist(), t.column(C.CLIP_SCORE).to_pylist()))
         meta: dict[str, dict] = {}
         if curs:
             cur = pa.concat_tables(curs)
@@ -144,7 +149,8 @@ class JoinRangeFn(beam.DoFn):
                 yield beam.pvalue.TaggedOutput("rejects", _reject(k[C.UID], "no CURATED row for this uid",
                                                                   f"{k[C.SHARD]}.tar"))
                 continue
-            sample = {**m, **k, "_source": k[C.SHARD], "_order": order_key(self.seed, k[C.UID])}
+            sample = {**m, **k, C.CLIP_SCORE: scored.get(k[C.UID]), "_source": k[C.SHARD],
+                      "_order": order_key(self.seed, k[C.UID])}
             matches.update((m.get(C.LANG) or UNKNOWN_LANG, q) for q in set(m[C.MATCHED_QUERIES] or ()))
             by_range[range_of(sample["_order"], self.bits)].append(sample)
         yield beam.pvalue.TaggedOutput("matches", dict(matches))
@@ -258,6 +264,8 @@ def sample_json(s: dict) -> bytes:
            C.HEIGHT: s.get(C.HEIGHT), C.ORIGINAL_WIDTH: s.get(C.ORIGINAL_WIDTH),
            C.ORIGINAL_HEIGHT: s.get(C.ORIGINAL_HEIGHT), C.SHA256: s[C.SHA256],
            C.PHASH: f"{s[C.PHASH]:016x}", C.DHASH: f"{s[C.DHASH]:016x}" if s.get(C.DHASH) is not None else None}
+    if s.get(C.CLIP_SCORE) is not None:
+        doc[C.CLIP_SCORE] = round(float(s[C.CLIP_SCORE]), 6)
     return json.dumps(doc, ensure_ascii=False, sort_keys=True, separators=(",", ":")).encode()
 
 
@@ -367,7 +375,8 @@ def write_query_counts(matches: dict, kept: dict, t: balance.Budgets, output: st
 
 def build(p: beam.Pipeline, keep_files: list[str], curated_files: list[str], source_tars: dict[str, str],
           output: str, per_shard: int, seed: int, bits: int, mode: str = "none", t: float | None = None,
-          target_size: int | None = None, balance_seed: int = 0, per_language_t: bool = False) -> None:
+          target_size: int | None = None, balance_seed: int = 0, per_language_t: bool = False,
+          score_files: list[str] | None = None) -> None:
     wanted = [C.UID, C.URL, C.TEXT, C.LANG, C.LANG_PROB, C.MATCHED_QUERIES, C.PAGE_URL,
               C.SOURCE_FILE, C.SOURCE_OFFSET, C.SOURCE_FORMAT]
     keep = (p | "KeepFiles" >> beam.Create(keep_files)
@@ -376,7 +385,12 @@ def build(p: beam.Pipeline, keep_files: list[str], curated_files: list[str], sou
     curated = (p | "CuratedFiles" >> beam.Create(curated_files)
                | "SpreadCurated" >> beam.Reshuffle()
                | "SplitCurated" >> beam.FlatMap(split_file, schemas.CURATED, "curated", bits, wanted))
-    joined = ((keep, curated)
+    sides = [keep, curated]
+    if score_files:  # the keep set is an `openwit score` output: each sample's score goes into SHARD_INDEX
+        sides.append(p | "ScoreFiles" >> beam.Create(score_files)
+                     | "SpreadScores" >> beam.Reshuffle()
+                     | "SplitScores" >> beam.FlatMap(split_file, schemas.SCORES, "scores", bits, [C.UID, C.CLIP_SCORE]))
+    joined = (tuple(sides)
               | "BothSides" >> beam.Flatten()
               | "GroupUidRange" >> beam.GroupByKey()
               | "Join" >> beam.ParDo(JoinRangeFn(seed, bits)).with_outputs("matches", "rejects", main="samples"))
@@ -443,6 +457,9 @@ def run(argv: list[str] | None = None) -> dict:
     if args.t is not None and args.target_size is not None:
         raise schemas.UserError("--t and --target-size both choose the budget: give one")
     keep_files, n_keep = _parquet(_folder(args.keep, "keep"), "--keep", schemas.KEEP)
+    score_files = []
+    if fileio.exists(fileio.join(args.keep, SCORES_DIR)) and fileio.exists(fileio.join(args.keep, "keep")):
+        score_files, _ = _parquet(fileio.join(args.keep, SCORES_DIR), "--keep", schemas.SCORES)
     curated_files, _ = _parquet(_folder(args.curated, "curated"), "--curated", schemas.CURATED)
     shards_dir = _folder(args.images, "shards")
     source_tars = {fileio.basename(t).removesuffix(".tar"): t
@@ -455,7 +472,7 @@ def run(argv: list[str] | None = None) -> dict:
     start = time.perf_counter()
     p = beam.Pipeline(options=beam_options)
     build(p, keep_files, curated_files, source_tars, args.output, args.samples_per_shard, args.seed, bits,
-          args.balance, args.t, args.target_size, args.balance_seed, args.per_language_t)
+          args.balance, args.t, args.target_size, args.balance_seed, args.per_language_t, score_files)
     counters = options.run_counted(p, beam_options, f"openwit.{STAGE}",
                                    {"ranges": 1 << bits, "shards": -(-n_keep // args.samples_per_shard)}, "samples")
     kept, missing = counters.get("kept", 0), counters.get("missing_sample", 0)
@@ -501,7 +518,9 @@ def dataset_card(args: argparse.Namespace, stats: dict, per_shard: list[dict]) -
     name = args.name or fileio.basename(args.output)
     curate = _stage_stats(args.curated, "curate_stats.json")
     download = _stage_stats(args.images, "download_stats.json")
-    dedupe = _stage_stats(args.keep, "dedupe_stats.json")
+    score = _stage_stats(args.keep, schemas.run.stage(schemas.run.SCORE).ledger)
+    dedupe = _stage_stats(args.keep, "dedupe_stats.json") or (_stage_stats(score["keep"], "dedupe_stats.json")
+                                                              if score and score.get("keep") else None)
     lines = [f"# {name}", "", "Image-text pairs in webdataset shards, written by `openwit shard`.", "",
              "## Contents", "",
              f"- {stats['kept']:,} samples in {stats['shards']:,} shards of {args.samples_per_shard:,} "
@@ -510,6 +529,8 @@ def dataset_card(args: argparse.Namespace, stats: dict, per_shard: list[dict]) -
              "(uid, url, page url, language, matched queries, sizes, sha256, pHash/dHash)",
              f"- order: sorted by blake2b-64 personalised '{schemas.ids.SHARD_ORDER}' of (seed={args.seed}, uid)",
              *([f"- {balance_line(stats)}"] if balance_line(stats) else []),
+             *([f"- filtered by `openwit score` with {score['model']}: {score_line(score)}; each sample's "
+                f"`{C.CLIP_SCORE}` is in SHARD_INDEX and its .json"] if score else []),
              f"- manifest: `{INDEX_DIR}/NNNNN.parquet` (SHARD_INDEX, schema version {schemas.SCHEMA_VERSION}); "
              f"`{SIZES_FILE}` for open_clip", "", "## Funnel", "", "| stage | in | kept |", "|---|---:|---:|"]
     if curate:
@@ -518,8 +539,10 @@ def dataset_card(args: argparse.Namespace, stats: dict, per_shard: list[dict]) -
         lines.append(f"| download | {download['in']:,} | {download['kept']:,} |")
     if dedupe:
         lines.append(f"| dedupe | {dedupe['in']:,} | {dedupe['kept']:,} |")
+    if score:
+        lines.append(f"| score | {score['in']:,} | {score['kept']:,} |")
     lines.append(f"| shard | {stats['in']:,} | {stats['kept']:,} |")
-    rejected = [("download", download), ("dedupe", dedupe), (STAGE, stats)]
+    rejected = [("download", download), ("dedupe", dedupe), ("score", score), (STAGE, stats)]
     reasons = [(stage, r, n) for stage, st in rejected if st for r, n in st.get("rejected", {}).items()]
     if reasons:
         lines += ["", "## Rejected", "", "| stage | reason | rows | meaning |", "|---|---|---:|---|"]
@@ -531,7 +554,7 @@ def dataset_card(args: argparse.Namespace, stats: dict, per_shard: list[dict]) -
             lines.append(f"- evaluation set `{e['name']}`: {e['images']:,} images; "
                          f"{e['training_images_removed']:,} training images removed")
     lines += ["", "## Commands", "", "```"]
-    for st in (curate, download, dedupe):
+    for st in (curate, download, dedupe, score):
         if st and st.get("command"):
             lines.append(st["command"])
     lines += [stats["command"], "```", "", "## Shards", "", "| shard | samples | bytes | sha256 |", "|---|---:|---:|---|"]
@@ -539,6 +562,14 @@ def dataset_card(args: argparse.Namespace, stats: dict, per_shard: list[dict]) -
     if len(per_shard) > 50:
         lines.append(f"| … {len(per_shard) - 50:,} more (see NNNNN_stats.json) | | | |")
     return "\n".join(lines) + "\n"
+
+
+def score_line(score: dict) -> str:
+    if score.get("keep_top"):
+        return f"the top {score['keep_top']:g} by score (threshold {score['threshold']:.4f})"
+    if score.get("min_score") is not None:
+        return f"score >= {score['min_score']:g}"
+    return "scored, not filtered"
 
 
 def language_sections(counters: dict[str, int], budget: dict, mode: str) -> dict[str, dict]:

@@ -5,7 +5,7 @@
 Reads the ledgers a run's stages wrote under RUN/{extract,curate,download,dedupe,shards}
 and checks, in order:
 
-- every stage finished (its ledger exists);
+- every stage finished (its ledger exists; score only where it ran);
 - every ledger adds up: in = kept + sum(rejected), for the stage and for each of its steps,
   and each step starts with what the one before it kept;
 - the stages chain: each stage's input is exactly what the one before it kept (a stage
@@ -52,6 +52,8 @@ def checks(run: str, min_download_success: float, min_shards: int, min_samples: 
         out.append({"check": name, "ok": bool(ok), "values": values})
 
     for s in RUN.STAGES:
+        if s.optional and s.name not in stats:
+            continue
         check(f"{s.name} finished", s.name in stats,
               f"{s.folder}/{s.ledger} {'found' if s.name in stats else 'missing'}")
     rows = {s.name: RUN.read_ledger(stats[s.name]) for s in RUN.STAGES if s.name in stats}
@@ -65,7 +67,7 @@ def checks(run: str, min_download_success: float, min_shards: int, min_samples: 
             prev = f"; previous step kept {r.steps[i - 1]['kept']:,}" if i else ""
             check(f"{stage} step {step['step']} ledger", ok,
                   f"in {step['in']:,}, kept {step['kept']:,} + rejected {rej:,}{prev}")
-    order = [s.name for s in RUN.STAGES]
+    order = [s.name for s in RUN.STAGES if not s.optional or s.name in rows]
     for before, after in zip(order, order[1:]):
         if before in rows and after in rows:
             check(f"{before} -> {after}", rows[before].kept == rows[after].n_in,

@@ -23,13 +23,14 @@ from schemas.tables import (
     QUERY_LIST,
     REJECT,
     SCHEMA_VERSION,
+    SCORES,
     SHARD_INDEX,
     schema_name,
 )
 
 __all__ = [
     "ALL", "CANDIDATE", "CURATED", "DOWNLOADED", "GROUND_TRUTH", "KEEP", "KNOWN_VERSIONS",
-    "QUERY_COUNTS", "QUERY_LIST", "REASONS", "REJECT", "SCHEMA_VERSION", "SHARD_INDEX", "SchemaError",
+    "QUERY_COUNTS", "QUERY_LIST", "REASONS", "REJECT", "SCHEMA_VERSION", "SCORES", "SHARD_INDEX", "SchemaError",
     "UserError", "check_metadata", "columns", "ids", "run", "describe", "parquet_files", "read_table",
     "schema_name", "uid", "validate", "write_table",
 ]

@@ -38,6 +38,7 @@ DHASH = "dhash"  # 64-bit difference hash (optional second key)
 TAR_OFFSET = "tar_offset"  # byte offset of the sample's first member header in its tar
 TAR_BYTES = "tar_bytes"  # bytes the sample's members take in the tar, headers included
 CAPTION = "caption"
+CLIP_SCORE = "clip_score"  # cosine similarity of the image and text embeddings of a CLIP model (openwit score)
 
 # Ledger.
 STAGE = "stage"

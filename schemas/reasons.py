@@ -54,6 +54,8 @@ REASONS: dict[str, str] = {
     "exact_duplicate": "the same image bytes (sha256) were kept under another uid",
     "near_duplicate": "a perceptually near-identical image was kept under another uid",
     "eval_overlap": "the image is within the near-duplicate radius of an evaluation image",
+    # score
+    "low_clip_score": "the image-text similarity of the scoring model is under --min-score, or outside --keep-top",
     # shard / train
     "missing_sample": "the keep set names a uid whose image is not in the downloaded shards",
     "corrupt_sample": "the sample's image or text could not be decoded",

@@ -21,7 +21,7 @@ from typing import Callable, Mapping, Sequence
 from schemas.columns import STAGE as STAGE_KEY  # a ledger names its stage as a REJECT row does
 from schemas.errors import UserError
 
-EXTRACT, CURATE, DOWNLOAD, DEDUPE, SHARD = "extract", "curate", "download", "dedupe", "shard"
+EXTRACT, CURATE, DOWNLOAD, DEDUPE, SCORE, SHARD = "extract", "curate", "download", "dedupe", "score", "shard"
 TRAIN, EVAL, REPORT = "train", "eval", "report"
 
 
@@ -30,6 +30,7 @@ class Stage:
     name: str
     folder: str  # the stage's output folder under a run's root
     ledger: str  # the ledger's file name in that folder
+    optional: bool = False  # a run may leave it out (then the stage after reads the one before)
 
 
 # The data stages, in pipeline order.
@@ -38,6 +39,7 @@ STAGES = (
     Stage(CURATE, "curate", "curate_stats.json"),
     Stage(DOWNLOAD, "download", "download_stats.json"),
     Stage(DEDUPE, "dedupe", "dedupe_stats.json"),
+    Stage(SCORE, "score", "score_stats.json", optional=True),
     Stage(SHARD, "shards", "shard_stats.json"),
 )
 BY_NAME = {s.name: s for s in STAGES}

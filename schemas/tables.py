@@ -11,10 +11,12 @@ import pyarrow as pa
 
 from schemas import columns as C
 
-SCHEMA_VERSION = 3  # 2: QUERY_COUNTS per language, text_source in CANDIDATE and CURATED; 3: keep_prob in SHARD_INDEX
-KNOWN_VERSIONS = frozenset({2, 3})
-# a schema that changed in a later version: its files of an earlier version are refused
-MIN_VERSIONS = {"SHARD_INDEX": 3}
+# 2: QUERY_COUNTS per language, text_source in CANDIDATE and CURATED; 3: keep_prob in SHARD_INDEX;
+# 4: clip_score in SHARD_INDEX, the SCORES table
+SCHEMA_VERSION = 4
+KNOWN_VERSIONS = frozenset({2, 3, 4})
+# a schema that changed in (or first appeared in) a later version: its files of an earlier version are refused
+MIN_VERSIONS = {"SHARD_INDEX": 4, "SCORES": 4}
 
 META_NAME = b"openwit.schema"
 META_VERSION = b"openwit.schema_version"
@@ -129,6 +131,19 @@ SHARD_INDEX = _schema(
         # shard --balance online: the sample's keep probability against the per-query counts
         # of the shards; the trainer draws each epoch's samples with it (null: no online balancing)
         _opt(C.KEEP_PROB, pa.float64()),
+        # openwit score: the image-text similarity the sample was filtered on (null: not scored)
+        _opt(C.CLIP_SCORE, pa.float32()),
+    ],
+)
+
+# score -> one row per scored sample: its image-text cosine similarity under the scoring model.
+SCORES = _schema(
+    "SCORES",
+    [
+        _req(C.UID, pa.string()),
+        _req(C.SHARD, pa.string()),  # the downloaded shard holding the image
+        _req(C.KEY, pa.string()),
+        _req(C.CLIP_SCORE, pa.float32()),
     ],
 )
 
@@ -214,6 +229,7 @@ ALL: dict[str, pa.Schema] = {
     "DOWNLOADED": DOWNLOADED,
     "KEEP": KEEP,
     "SHARD_INDEX": SHARD_INDEX,
+    "SCORES": SCORES,
     "REJECT": REJECT,
     "QUERY_COUNTS": QUERY_COUNTS,
     "QUERY_LIST": QUERY_LIST,

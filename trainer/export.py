@@ -40,18 +40,26 @@ def export(run: str, output: str, tag: str = "latest") -> dict:
 
     with checkpoints.local_copy(folder, tag) as local:
         state = engine.consolidated_state_dict(local, tag)
+    out = str(output)
+    write(state, meta["model_config"], out, {"step": meta["step"], "samples_seen": meta["samples_seen"],
+                                             "model": meta["model"], "schema_version": meta["schema_version"]})
+    return {"tag": tag, "step": meta["step"], "output": out, "tensors": len(state)}
+
+
+def write(state: dict, model_config: dict, out: str, about: dict) -> None:
+    """A model's state dict and config as open_clip's local-dir folder (``about`` goes into
+    the config under "openwit")."""
+    state = dict(state)
     if "logit_scale" in state:
         state["logit_scale"] = state["logit_scale"].reshape(())  # open_clip's usual 0-dim shape
     if "logit_bias" in state:
         state["logit_bias"] = state["logit_bias"].reshape(())
-    out = str(output)
     fileio.makedirs(out)
-    size = meta["model_config"]["vision_cfg"]["image_size"]
-    config = {"model_cfg": meta["model_config"],
+    size = model_config["vision_cfg"]["image_size"]
+    config = {"model_cfg": model_config,
               "preprocess_cfg": {"size": size, "mean": list(MEAN), "std": list(STD), "interpolation": "bicubic",  # not-a-column
                                  "resize_mode": "shortest"},
-              "openwit": {"step": meta["step"], "samples_seen": meta["samples_seen"], "model": meta["model"],
-                          "schema_version": meta["schema_version"]}}
+              "openwit": about}
     from safetensors.torch import save_file
 
     with fileio.atomic_local(fileio.join(out, "open_clip_model.safetensors")) as tmp:
@@ -59,7 +67,6 @@ def export(run: str, output: str, tag: str = "latest") -> dict:
     with fileio.atomic_local(fileio.join(out, "model.pt")) as tmp, open(tmp, "wb") as fh:
         torch.save(state, fh)  # a file object: the archive's inner name does not follow the temp name
     fileio.write_json(fileio.join(out, "open_clip_config.json"), config)
-    return {"tag": tag, "step": meta["step"], "output": out, "tensors": len(state)}
 
 
 def load_exported(folder: str):

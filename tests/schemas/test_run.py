@@ -28,7 +28,8 @@ def test_layout_of_a_local_and_an_object_store_run(tmp_path):
     assert local[run.SHARD] == str(tmp_path / "shards") and local[run.EVAL] == str(tmp_path / "eval" / "results.json")
     remote = run.layout("s3://bucket/runs/a")
     assert remote[run.CURATE] == "s3://bucket/runs/a/curate" and remote[run.TRAIN] == "s3://bucket/runs/a/train"
-    assert [s.name for s in run.STAGES] == [run.EXTRACT, run.CURATE, run.DOWNLOAD, run.DEDUPE, run.SHARD]
+    assert [s.name for s in run.STAGES] == [run.EXTRACT, run.CURATE, run.DOWNLOAD, run.DEDUPE, run.SCORE, run.SHARD]
+    assert [s.name for s in run.STAGES if s.optional] == [run.SCORE]
 
 
 def test_draws_of_different_purposes_share_nothing():

@@ -79,7 +79,7 @@ def test_unknown_version_is_refused_with_a_clear_message(tmp_path):
     table = sample_table(schemas.CURATED)
     future = table.replace_schema_metadata({META_NAME: b"CURATED", META_VERSION: b"99"})
     pq.write_table(future, tmp_path / "future.parquet")
-    with pytest.raises(schemas.SchemaError, match=r"future.parquet: CURATED schema version 99 is not known to this openwit \(it reads version 2, 3\)"):
+    with pytest.raises(schemas.SchemaError, match=r"future.parquet: CURATED schema version 99 is not known to this openwit \(it reads version 2, 3, 4\)"):
         schemas.read_table(tmp_path / "future.parquet", schemas.CURATED)
 
 
@@ -87,11 +87,12 @@ def test_version_2_files_read_where_their_schema_did_not_change(tmp_path):
     table = sample_table(schemas.CURATED)
     pq.write_table(table.replace_schema_metadata({META_NAME: b"CURATED", META_VERSION: b"2"}), tmp_path / "v2.parquet")
     assert schemas.read_table(tmp_path / "v2.parquet", schemas.CURATED).num_rows == table.num_rows
-    index = sample_table(schemas.SHARD_INDEX)  # version 3 added keep_prob to SHARD_INDEX
-    pq.write_table(index.replace_schema_metadata({META_NAME: b"SHARD_INDEX", META_VERSION: b"2"}), tmp_path / "i.parquet")
-    with pytest.raises(schemas.SchemaError, match=r"i.parquet: SHARD_INDEX schema version 2 is not known to this "
-                                                  r"openwit \(it reads version 3\); rerun the stage"):
-        schemas.read_table(tmp_path / "i.parquet", schemas.SHARD_INDEX)
+    index = sample_table(schemas.SHARD_INDEX)  # version 3 added keep_prob to SHARD_INDEX, 4 clip_score
+    for old in (b"2", b"3"):
+        pq.write_table(index.replace_schema_metadata({META_NAME: b"SHARD_INDEX", META_VERSION: old}), tmp_path / "i.parquet")
+        with pytest.raises(schemas.SchemaError, match=r"i.parquet: SHARD_INDEX schema version \d is not known to this "
+                                                      r"openwit \(it reads version 4\); rerun the stage"):
+            schemas.read_table(tmp_path / "i.parquet", schemas.SHARD_INDEX)
 
 
 def test_other_schema_and_foreign_files_are_refused(tmp_path):
