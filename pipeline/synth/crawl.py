@@ -54,7 +54,8 @@ SOFTWARE = "openwit-synth/1"
 
 # Link kinds (the ground truth's `kind` column) and their default share of image links.
 KIND_MIX: dict[str, float] = {
-    "clean": 0.52,
+    "clean": 0.49,
+    "mismatched": 0.03,         # the alt describes another picture (another shape and colour)
     "duplicate": 0.06,          # the same bytes as an earlier clean image, another url
     "near_duplicate": 0.06,     # an earlier clean image cropped/resized/re-encoded/brightened
     "non_english": 0.06,
@@ -222,6 +223,17 @@ def _near_variant(spec: ImageSpec, rng: random.Random) -> ImageSpec:
                    variant_param=rng.randrange(256))
 
 
+def _other_picture(spec: ImageSpec, rng: random.Random, seed: int) -> ImageSpec:
+    """A picture of another shape in another colour (not a held-out pair): what a
+    mismatched link's alt describes instead of its own image."""
+    heldout = heldout_combos(seed)
+    while True:
+        shape, colour = rng.randrange(len(SHAPES)), rng.randrange(len(COLOURS))
+        if shape != spec.shape and colour != spec.colour and (shape, colour) not in heldout:
+            return replace(spec, shape=shape, colour=colour, placement=rng.randrange(len(PLACEMENTS)),
+                           background=rng.randrange(len(BACKGROUNDS)))
+
+
 def page_links(cfg: CrawlConfig, cfg_key: tuple, page: int, huge: bool) -> tuple[PagePlan, list[dict]]:
     """The page plan and one ground-truth row per image link (WAT fields filled later)."""
     plan = plan_page(cfg_key, page)
@@ -273,6 +285,8 @@ def page_links(cfg: CrawlConfig, cfg_key: tuple, page: int, huge: bool) -> tuple
             alt = captions.long_alt(clean, rng, rng.randrange(1000, 8000))
         elif kind == "no_alt":
             alt, lang = rng.choice((None, "", "   ")), None
+        elif kind == "mismatched":
+            alt = captions.english(_other_picture(spec, rng, cfg_key[0]), rng)
         if huge and kind == "clean":
             huge = False
             kind = HUGE_ALT

@@ -197,6 +197,9 @@ def test_noise_is_what_it_claims(small_crawl):
             assert r[C.URL].startswith("data:") and r[C.SHAPE] is None
         elif kind in ("clean", "duplicate", "near_duplicate", "eval_item"):
             assert text == r[C.CLEAN_CAPTION] and r[C.SHAPE] in text.lower()
+        elif kind == "mismatched":  # the alt names another shape and colour than the image
+            assert text != r[C.CLEAN_CAPTION] and r[C.SHAPE] in r[C.CLEAN_CAPTION].lower()
+            assert r[C.SHAPE] not in text.lower().split() and r[C.COLOUR] not in text.lower().split()
     forms = Counter(("base" if r[C.SRC] != r[C.URL] else "absolute") for r in rows)
     assert forms["base"] > 0  # relative, root-relative and protocol-relative srcs are present
 
