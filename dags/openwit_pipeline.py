@@ -1,10 +1,10 @@
 """The whole openwit job as one Airflow 3 DAG.
 
-    extract -> curate -> download -> dedupe -> shard -> validate -> train -> eval -> report
+    extract -> curate -> download -> dedupe -> score -> shard -> validate -> train -> eval -> report
 
 Every task runs an `openwit` command (BashOperator); the DAG holds no pipeline logic, only
 command lines built from the run's parameters. Each stage writes under
-``{output_root}/{extract,curate,download,dedupe,shards,train,eval}`` atomically and
+``{output_root}/{extract,curate,download,dedupe,score,shards,train,eval}`` atomically and
 deterministically, so a retried task reproduces its output; training resumes from its
 latest complete checkpoint (``--resume auto``), so a retry loses at most one checkpoint
 interval and a retry of a finished run changes nothing.
@@ -111,6 +111,15 @@ with DAG(
         "eval_images": Param([], type="array", items={"type": "string"},
                              description="NAME=PATH image sets to decontaminate against (dedupe --eval-images)"),
         "dedupe_options": Param([], type="array", items={"type": "string"}, description="more `openwit dedupe` flags"),
+        "score_model": Param("", type="string",
+                             description="an `openwit export` folder to filter with (CLIP score or a filter network); "
+                             "empty: no model-based filtering (the score task does nothing and shard reads dedupe)"),
+        "score_keep_top": Param(None, type=["null", "number"], exclusiveMinimum=0, maximum=1,
+                                description="with score_model: keep this fraction of highest score (DataComp: 0.3)"),
+        "score_min_score": Param(None, type=["null", "number"], minimum=-1, maximum=1,
+                                 description="with score_model: keep the samples scoring at least this"),
+        "score_options": Param([], type="array", items={"type": "string"},
+                               description="more `openwit score` flags (--device cuda, --batch-size 256, ...)"),
         "min_download_success": Param(0.5, type="number", minimum=0, maximum=1),
         "min_shards": Param(1, type="integer", minimum=1),
         "min_samples": Param(1, type="integer", minimum=1),
@@ -158,10 +167,21 @@ with DAG(
             " {{ params.eval_images | shall('--eval-images') }} {{ params.dedupe_options | shall }}"
             f" {BEAM}"),
     )
+    score = BashOperator(
+        task_id="score",
+        bash_command=(
+            "{% if params.score_model %}"
+            f"{OPENWIT} score --keep {ROOT}/dedupe --images {ROOT}/download --output {ROOT}/score"
+            " --model {{ params.score_model | sh }}"
+            " {% if params.score_keep_top %}--keep-top {{ params.score_keep_top }}{% endif %}"
+            " {% if params.score_min_score is not none %}--min-score {{ params.score_min_score }}{% endif %}"
+            f" {{{{ params.score_options | shall }}}} {BEAM}"
+            "{% else %}echo 'no score_model given: no model-based filtering'{% endif %}"),
+    )
     shard = BashOperator(
         task_id="shard",  # not-a-column: the task id
         bash_command=(
-            f"{OPENWIT} shard --keep {ROOT}/dedupe --images {ROOT}/download --curated {ROOT}/curate"
+            f"{OPENWIT} shard --keep {ROOT}/{{% if params.score_model %}}score{{% else %}}dedupe{{% endif %}} --images {ROOT}/download --curated {ROOT}/curate"
             f" --output {ROOT}/shards --samples-per-shard {{{{ params.samples_per_shard }}}}"
             " {% if params.balance != 'curate' %}--balance {{ params.balance }}"
             " {% if params.t %}--t {{ params.t }}{% endif %}"
@@ -204,4 +224,4 @@ with DAG(
         bash_command=f"{OPENWIT} report {ROOT}",
     )
 
-    extract >> curate >> download >> dedupe >> shard >> validate >> train >> evaluate >> report
+    extract >> curate >> download >> dedupe >> score >> shard >> validate >> train >> evaluate >> report

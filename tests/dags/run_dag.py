@@ -46,6 +46,9 @@ def main(work: Path, runs: int = 1) -> int:
     bag = DagBag(dag_folder=str(DAGS))
     assert not bag.import_errors, bag.import_errors
     dag = bag.get_dag("openwit")
+    from tests.pipeline.test_score import random_model  # a filter model: the score task filters for real
+
+    model = random_model(work / "filter_model")
     conf = {
         "input": str(work / "crawl" / crawl.WAT_PATHS),
         "output_root": str(work / "run"),
@@ -61,6 +64,9 @@ def main(work: Path, runs: int = 1) -> int:
         "eval_images": [f"heldout={work / 'crawl' / crawl.EVAL_IMAGES_DIR}"],
         "dedupe_options": ["--eval-radius=6"],
         "beam_options": ["--labels=openwit-test=dag", "--direct_num_workers=2"],
+        "score_model": str(model),
+        "score_keep_top": 0.9,
+        "score_options": ["--batch-size=32"],
         "min_download_success": 0.6,
         "min_shards": 2,
         "recipe": "debug",

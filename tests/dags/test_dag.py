@@ -16,7 +16,7 @@ import pytest
 from tests.pipeline.test_report import ALL_FIGURES, check_report_in_chromium
 
 REPO = Path(__file__).resolve().parents[2]
-CHAIN = ["extract", "curate", "download", "dedupe", "shard", "validate", "train", "eval", "report"]  # not-a-column
+CHAIN = ["extract", "curate", "download", "dedupe", "score", "shard", "validate", "train", "eval", "report"]  # not-a-column
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +61,8 @@ def test_the_dag_folder_imports_with_the_expected_graph(airflow_env):
     assert tasks["train"]["timeout"] >= 30 * 86400  # a multi-day run is not killed by a clock
     for p in ("input", "output_root", "queries", "balance", "t", "target_size", "curate_t", "per_language_t", "languages",
               "beam_runner", "beam_options",
-              "download_processes", "recipe", "hostfile", "launcher", "eval_suite", "min_download_success", "min_shards"):
+              "download_processes", "recipe", "hostfile", "launcher", "eval_suite", "min_download_success", "min_shards",
+              "score_model", "score_keep_top", "score_min_score", "score_options"):
         assert p in got["params"], p
 
 
@@ -85,6 +86,8 @@ def test_dag_test_runs_the_whole_job_twice_with_the_same_outputs(airflow_env, tm
     curated, sharded = (json.loads((run / f).read_text()) for f in ("curate/curate_stats.json", "shards/shard_stats.json"))
     assert curated["t"] == 60 and sharded["balance"] == "last" and sharded["t"] == 30
     assert sharded["rejected"].get("balanced_out", 0) > 0 and sharded["ledger_ok"]
+    scored = json.loads((run / "score" / "score_stats.json").read_text())  # filtered by the model, then sharded
+    assert scored["keep_top"] == 0.9 and scored["kept"] == int(0.9 * scored["in"] + 0.5) == sharded["in"]
     evals = json.loads((run / "eval" / "results.json").read_text())
     assert {Path(r["dataset"]).name for r in evals} >= {"zeroshot_shape", "zeroshot_colour", "retrieval"}
     assert any("eval" in json.loads(line) for line in (run / "train" / "metrics.jsonl").read_text().splitlines())
