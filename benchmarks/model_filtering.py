@@ -129,16 +129,17 @@ def main(argv: list[str] | None = None) -> int:
     # 1. CLIP score with the demo's model
     if not (work / "clip_model").exists():
         seconds["export demo model"] = openwit("export", "--run", str(run / "train"), "--output", str(work / "clip_model"))
-    if not (work / "clip_score" / "score_stats.json").exists():
+    if not (work / "clip_scored" / "score_stats.json").exists():
         seconds["score (CLIP)"] = openwit("score", "--keep", str(run / "dedupe"), "--images", str(run / "download"),
-                                          "--model", str(work / "clip_model"), "--output", str(work / "clip_score"),
+                                          "--model", str(work / "clip_model"), "--output", str(work / "clip_scored"),
                                           "--keep-top", str(args.keep_top))
     # 2. the DFN loop
     trusted = work / "trusted"
     if not (trusted / "keep").exists():
         print(f"trusted set: {trusted_keep(run, trusted, kinds, args.trusted):,} verified samples")
     if not (work / "trusted_shards" / "sizes.json").exists():
-        openwit("shard", "--keep", str(trusted), "--images", str(run / "download"), "--curated", str(run / "curate"),
+        openwit("shard",  # not-a-column: the command
+                "--keep", str(trusted), "--images", str(run / "download"), "--curated", str(run / "curate"),
                 "--output", str(work / "trusted_shards"), "--samples-per-shard", "1000")
     if not (work / "dfn_train" / "train_stats.json").exists():
         seconds["train DFN"] = openwit("train", "--recipe", "debug", "--data", str(work / "trusted_shards"),
@@ -152,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
                                          "--keep-top", str(args.keep_top))
     # 3. precision and recall
     results: dict = {"seconds": seconds, "scorers": {}}
-    for name in ("clip_score", "dfn_score"):
+    for name in ("clip_scored", "dfn_score"):
         scores = read_scores(work / name)
         bad = {u for u in scores if kinds.get(u) == "mismatched"}
         results["scorers"][name] = {
@@ -164,7 +165,8 @@ def main(argv: list[str] | None = None) -> int:
     demo_stats = json.loads((run / "train" / "train_stats.json").read_text())
     steps = demo_stats["steps_run"]
     if not (work / "filtered_shards" / "sizes.json").exists():
-        openwit("shard", "--keep", str(work / "dfn_score"), "--images", str(run / "download"),
+        openwit("shard",  # not-a-column: the command
+                "--keep", str(work / "dfn_score"), "--images", str(run / "download"),
                 "--curated", str(run / "curate"), "--output", str(work / "filtered_shards"),
                 "--samples-per-shard", "2000", "--balance", "last", "--t", "300")
     if not (work / "filtered_train" / "train_stats.json").exists():
