@@ -12,9 +12,10 @@ architecture name with --checkpoint FILE. Nothing is downloaded.
 
 Steps (each sample leaves at the first step that rejects it):
 
-1. score   per downloaded tar, read once: the image through the model's own preprocessing,
-           the caption (the tar's .txt) through its tokenizer, in batches of --batch-size in
-           key order (so a sample's batch, and its score, do not depend on the worker count);
+1. score   per downloaded tar, streamed once: the image through the model's own
+           preprocessing, the caption (the tar's .txt) through its tokenizer, in batches of
+           --batch-size in the tar's order (so a sample's batch, and its score, do not depend
+           on the worker count; memory holds one batch);
            the score is the cosine of the two embeddings. An image that does not decode is
            corrupt_sample; a sample whose image or caption is not in the tar is missing_sample.
 2. filter  --min-score S keeps score >= S. --keep-top F keeps the round(F x n) samples of
@@ -177,17 +178,23 @@ class ScoreShardFn(beam.DoFn):
         self.model = ScoringModel(self.model_path, self.checkpoint, self.device, self.threads)
 
     def process(self, job: tuple[str, str, list[dict]]) -> Iterator:
+        """Streams the tar: a sample goes into the batch as soon as both its image and its
+        text have been read (img2dataset writes them next to each other), so memory holds
+        one batch, not one tar."""
         shard, tar_path, rows = job
         by_key = {r[C.KEY]: r for r in rows}
         images: dict[str, bytes] = {}
         texts: dict[str, str] = {}
+        done: set[str] = set()
+        counts: Counter = Counter()
+        batch: list[tuple[dict, object, str]] = []
         broken = ""
 
         def want(name: str) -> bool:
             key, _, ext = name.rpartition("/")[2].partition(".")
             ext = ext.lower()
-            return key in by_key and ((ext in IMAGE_EXTENSIONS and key not in images) or
-                                      (ext == TEXT_EXT and key not in texts))
+            return key in by_key and key not in done and ((ext in IMAGE_EXTENSIONS and key not in images) or
+                                                          (ext == TEXT_EXT and key not in texts))
 
         if fileio.exists(tar_path):
             with fileio.open_read(tar_path) as fh:
@@ -207,29 +214,29 @@ class ScoreShardFn(beam.DoFn):
                         texts[key] = data.decode("utf-8", "replace")
                     else:
                         images[key] = data
-        counts: Counter = Counter()
-        batch: list[tuple[dict, object, str]] = []
-        for key in sorted(by_key):
-            row = by_key[key]
-            if key not in images or key not in texts:
-                what = "image" if key not in images else "text (.txt)"
-                counts["score:missing_sample"] += 1
-                yield beam.pvalue.TaggedOutput("rejects", reject_row(
-                    row[C.UID], shard, "missing_sample", f"no {what} for key {key}{broken}"[:300], row.get(C.URL)))
-                continue
-            try:
-                tensor = self.model.image_tensor(images.pop(key))
-            except ValueError as e:
-                counts["score:corrupt_sample"] += 1
-                yield beam.pvalue.TaggedOutput("rejects", reject_row(row[C.UID], shard, "corrupt_sample", str(e),
-                                                                     row.get(C.URL)))
-                continue
-            batch.append((row, tensor, texts[key]))
-            if len(batch) == self.batch:
-                yield from self._flush(shard, batch, counts)
-                batch = []
+                    if key not in images or key not in texts:
+                        continue
+                    done.add(key)
+                    row, image, text = by_key[key], images.pop(key), texts.pop(key)
+                    try:
+                        tensor = self.model.image_tensor(image)
+                    except ValueError as e:
+                        counts["score:corrupt_sample"] += 1
+                        yield beam.pvalue.TaggedOutput("rejects", reject_row(row[C.UID], shard, "corrupt_sample",
+                                                                             str(e), row.get(C.URL)))
+                        continue
+                    batch.append((row, tensor, text))
+                    if len(batch) == self.batch:
+                        yield from self._flush(shard, batch, counts)
+                        batch = []
         if batch:
             yield from self._flush(shard, batch, counts)
+        for key in sorted(set(by_key) - done):
+            row = by_key[key]
+            what = "image" if key not in images else "text (.txt)"
+            counts["score:missing_sample"] += 1
+            yield beam.pvalue.TaggedOutput("rejects", reject_row(
+                row[C.UID], shard, "missing_sample", f"no {what} for key {key}{broken}"[:300], row.get(C.URL)))
         for name, n in counts.items():
             _counter(name).inc(n)
         progress.tick("tars", len(rows))

@@ -225,3 +225,16 @@ def test_cli_exit_2_on_bad_input(made, tmp_path, capsys):
                  "--output", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("openwit score: error: --model") and "\n" not in err
+
+
+def test_an_empty_keep_set_is_an_empty_result(made, tmp_path):
+    import pyarrow as pa
+
+    root, _ = made
+    empty = tmp_path / "dedupe" / "keep" / "part-00000-of-00001.parquet"
+    schemas.write_table(pa.Table.from_pylist([], schema=schemas.KEEP), empty, schemas.KEEP)
+    stats = score.run(["--keep", str(tmp_path / "dedupe"), "--images", str(root / "download"), "--model",
+                       str(root / "model"), "--output", str(tmp_path / "o"), "--keep-top", "0.3",
+                       "--direct_running_mode=in_memory"])
+    assert (stats["in"], stats["kept"], stats["rejected"], stats["ledger_ok"]) == (0, 0, {}, True)
+    assert stats["threshold"] is None and _rows(tmp_path / "o" / "keep", schemas.KEEP) == []
