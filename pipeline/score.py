@@ -567,9 +567,11 @@ def _float_bits(ordered: int) -> int:
 
 
 def summary(stats: dict) -> str:
-    how = (f"top {stats['keep_top']:g} (threshold {stats['threshold']:.4f})" if stats["keep_top"] and
-           stats["threshold"] is not None else f"score >= {stats['min_score']:g}" if stats["min_score"] is not None
-           else "no filter")
+    if stats["keep_top"]:
+        how = f"top {stats['keep_top']:g}, " + (f"threshold {stats['threshold']:.4f}" if stats["threshold"] is not None
+                                               else "which rounds to no sample")
+    else:
+        how = f"score >= {stats['min_score']:g}" if stats["min_score"] is not None else "no filter"
     lines = [f"score: {stats['in']:,} samples -> {stats['kept']:,} kept ({how}) in {stats['output']}",
              "  score quantiles: " + ", ".join(f"{q}: {v:.2f}" for q, v in stats["score_quantiles"].items()
                                                if v is not None)]

@@ -566,7 +566,8 @@ def dataset_card(args: argparse.Namespace, stats: dict, per_shard: list[dict]) -
 
 def score_line(score: dict) -> str:
     if score.get("keep_top"):
-        return f"the top {score['keep_top']:g} by score (threshold {score['threshold']:.4f})"
+        threshold = f"threshold {score['threshold']:.4f}" if score.get("threshold") is not None else "none kept"
+        return f"the top {score['keep_top']:g} by score ({threshold})"
     if score.get("min_score") is not None:
         return f"score >= {score['min_score']:g}"
     return "scored, not filtered"

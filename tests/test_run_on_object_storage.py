@@ -3,9 +3,9 @@
 A real S3-compatible server process on loopback (the ``s3`` fixture), reached only through
 the standard AWS environment variables, as a user's cluster would reach its store. The
 chain runs as a user runs it, one ``openwit`` command per stage: extract -> curate ->
-download -> dedupe -> shard -> validate -> train -> export -> eval -> report, once with a
-local run folder and once with an s3:// one (inputs too: the crawl's WAT files, the
-evaluation images and the evaluation suite). The shards, the SHARD_INDEX, every other
+download -> dedupe -> score -> shard -> validate -> train -> export -> eval -> report, once
+with a local run folder and once with an s3:// one (inputs too: the crawl's WAT files, the
+evaluation images, the evaluation suite and the scoring model). The shards, the SHARD_INDEX, every other
 Parquet output, the ledgers' counts, the trained weights and the exported model are the
 same bytes in both (download's per-url records: the same outcome for every url).
 """
@@ -44,7 +44,7 @@ def _openwit(*args: str) -> str:
     return proc.stdout
 
 
-def _chain(crawl_root: str, root: str, hosts: list[str]) -> None:
+def _chain(crawl_root: str, root: str, hosts: list[str], model: str) -> None:
     p = RUN.layout(root)
     _openwit("extract", "--input", fileio.join(crawl_root, crawl.WAT_DIR, "*.wat.gz"), "--output",
              p[RUN.EXTRACT], *BEAM)
@@ -55,7 +55,9 @@ def _chain(crawl_root: str, root: str, hosts: list[str]) -> None:
              *[f"--allow={h}" for h in sorted(set(hosts))])
     _openwit("dedupe", "--input", p[RUN.DOWNLOAD], "--output", p[RUN.DEDUPE],
              "--eval-images", f"heldout={fileio.join(crawl_root, crawl.EVAL_IMAGES_DIR)}", *BEAM)
-    _openwit("shard", "--keep", p[RUN.DEDUPE], "--images", p[RUN.DOWNLOAD],  # not-a-column: the subcommand
+    _openwit("score", "--keep", p[RUN.DEDUPE], "--images", p[RUN.DOWNLOAD], "--model", model,
+             "--output", p[RUN.SCORE], "--keep-top", "0.9", *BEAM)
+    _openwit("shard", "--keep", p[RUN.SCORE], "--images", p[RUN.DOWNLOAD],  # not-a-column: the subcommand
              "--curated", p[RUN.CURATE],
              "--output", p[RUN.SHARD], "--samples-per-shard", "200")
     _openwit("validate", root, "--min-download-success", "0.5", "--min-shards", "2")
@@ -88,12 +90,16 @@ def test_the_quick_chain_on_s3_writes_what_a_local_run_writes(s3, small_crawl, w
     remote_crawl = f"{s3}/crawl"
     for sub in (crawl.WAT_DIR, crawl.EVAL_IMAGES_DIR, benchmark.BENCHMARK_DIR):
         fileio.put_tree(str(folder / sub), fileio.join(remote_crawl, sub))
-    runs = {"local": (str(folder), str(tmp_path / "run")), "s3": (remote_crawl, f"{s3}/run")}
+    from tests.pipeline.test_score import random_model
+
+    model = str(random_model(tmp_path / "model"))
+    fileio.put_tree(model, f"{s3}/model")
+    runs = {"local": (str(folder), str(tmp_path / "run"), model), "s3": (remote_crawl, f"{s3}/run", f"{s3}/model")}
     files = {}
-    for name, (crawl_root, root) in runs.items():
+    for name, (crawl_root, root, scorer) in runs.items():
         saved = os.umask(0o027)  # a team's umask: every file of the run must follow it, as written in place
         try:
-            _chain(crawl_root, root, manifest["hosts"])
+            _chain(crawl_root, root, manifest["hosts"], scorer)
         finally:
             os.umask(saved)
         files[name] = _tree(root)
@@ -110,6 +116,7 @@ def test_the_quick_chain_on_s3_writes_what_a_local_run_writes(s3, small_crawl, w
     same = sorted(n for n in local if compared(n))
     assert sorted(n for n in remote if compared(n)) == same
     for must in ("shards/00000.tar", "shards/index/00000.parquet", "train/final_weights.pt",
+                 "score/scores/part-00000-of-00001.parquet", "score/keep/part-00000-of-00001.parquet",
                  "export/open_clip_model.safetensors", "download/downloaded/00000.parquet"):
         assert must in same, must
     different = [n for n in same if _content(n, local[n]) != _content(n, remote[n])]
