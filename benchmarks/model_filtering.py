@@ -26,6 +26,7 @@ Outputs go under RUN/filtering/; a step whose output exists is not run again.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import shlex
 import subprocess
@@ -39,7 +40,7 @@ import schemas
 from schemas import columns as C
 from pipeline.synth import benchmark, crawl
 
-FRACTIONS = (0.97, 0.9, 0.7, 0.5, 0.3)
+FRACTIONS = (0.97, 0.95, 0.9, 0.7, 0.5, 0.3)
 
 
 def openwit(*args: str) -> float:
@@ -95,7 +96,7 @@ def trusted_keep(run: Path, out: Path, kinds: dict[str, str], n: int) -> int:
     chosen by a hash of the uid, as a KEEP folder."""
     keep = schemas.read_table(run / "dedupe" / "keep", schemas.KEEP)
     rows = [r for r in keep.to_pylist() if kinds.get(r[C.UID]) not in ("mismatched", "?")]
-    rows.sort(key=lambda r: schemas.ids.hash64("trusted-set", 0, r[C.UID]))
+    rows.sort(key=lambda r: hashlib.blake2b(r[C.UID].encode(), digest_size=8, person=b"trusted").digest())
     chosen = sorted(rows[:n], key=lambda r: r[C.UID])
     schemas.write_table(pa.Table.from_pylist(chosen, schema=schemas.KEEP), out / "keep" / "part-00000-of-00001.parquet",
                         schemas.KEEP)
@@ -103,12 +104,17 @@ def trusted_keep(run: Path, out: Path, kinds: dict[str, str], n: int) -> int:
 
 
 def eval_table(path: Path) -> dict:
-    records = json.loads(path.read_text())
+    """The held-out table's headline figures from `openwit eval --output`'s records."""
     out = {}
-    for r in records:
-        for k, v in (r.get("metrics") or {}).items():
-            if isinstance(v, (int, float)):
-                out[f"{r.get('dataset', '?')}/{k}"] = v
+    for r in json.loads(path.read_text()):
+        name, m = Path(r["dataset"]).name, r.get("metrics") or {}
+        if r["task"] == "zeroshot_classification":
+            out[name.removeprefix("zeroshot_")] = m["acc1"]
+        elif r["task"] == "linear_probe":
+            out[f"{name.removeprefix('zeroshot_')} probe"] = m["lp_acc1"]
+        elif r["task"] == "zeroshot_retrieval":
+            out["text->image R@5"] = m["image_retrieval_recall@5"]
+            out["image->text R@5"] = m["text_retrieval_recall@5"]
     return out
 
 
@@ -118,6 +124,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--keep-top", type=float, default=0.9, help="the fraction kept for the training comparison")
     p.add_argument("--trusted", type=int, default=3000, help="verified samples the DFN is trained on")
     p.add_argument("--dfn-steps", type=int, default=300, help="training steps of the filter network")
+    p.add_argument("--seeds", default="0", help="training seeds of the comparison, comma-separated (seed 0 unfiltered: "
+                   "the demo's own run)")
     args = p.parse_args(argv)
     run = Path(args.run)
     work = run / "filtering"
@@ -169,16 +177,20 @@ def main(argv: list[str] | None = None) -> int:
                 "--keep", str(work / "dfn_score"), "--images", str(run / "download"),
                 "--curated", str(run / "curate"), "--output", str(work / "filtered_shards"),
                 "--samples-per-shard", "2000", "--balance", "last", "--t", "300")
-    if not (work / "filtered_train" / "train_stats.json").exists():
-        seconds["train filtered"] = openwit("train", "--recipe", "debug", "--data", str(work / "filtered_shards"),
-                                            "--output", str(work / "filtered_train"), "--set", f"steps={steps}",
-                                            "--set", "log_every=100")
-    for name, model in (("unfiltered", run / "train"), ("filtered", work / "filtered_train")):
-        out = work / f"eval_{name}.json"
-        if not out.exists():
-            openwit("eval", "--model", str(model), "--suite", str(suite), "--linear-probe", "--resize-mode", "longest",
-                    "--output", str(out))
-        results[f"eval_{name}"] = eval_table(out)
+    runs = {}
+    for seed in [int(x) for x in args.seeds.split(",")]:
+        for name, shards in (("unfiltered", run / "shards"), ("filtered", work / "filtered_shards")):
+            train = run / "train" if (name, seed) == ("unfiltered", 0) else work / f"{name}_train_s{seed}"
+            if not (train / "train_stats.json").exists():
+                seconds[f"train {name} seed {seed}"] = openwit(
+                    "train", "--recipe", "debug", "--data", str(shards), "--output", str(train),
+                    "--set", f"steps={steps}", "--set", f"seed={seed}", "--set", "log_every=200")
+            out = work / f"eval_{name}_s{seed}.json"
+            if not out.exists():
+                openwit("eval", "--model", str(train), "--suite", str(suite), "--linear-probe", "--resize-mode",
+                        "longest", "--output", str(out))
+            runs.setdefault(name, {})[seed] = eval_table(out)
+    results["eval"] = runs
     filtered_in = [json.loads((d / "shard_stats.json").read_text())["kept"]
                    for d in (run / "shards", work / "filtered_shards")]
     results["training"] = {"steps": steps, "unfiltered_samples": filtered_in[0], "filtered_samples": filtered_in[1],
