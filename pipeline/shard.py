@@ -458,8 +458,10 @@ def run(argv: list[str] | None = None) -> dict:
         raise schemas.UserError("--t and --target-size both choose the budget: give one")
     keep_files, n_keep = _parquet(_folder(args.keep, "keep"), "--keep", schemas.KEEP)
     score_files = []
-    if fileio.exists(fileio.join(args.keep, SCORES_DIR)) and fileio.exists(fileio.join(args.keep, "keep")):
-        score_files, _ = _parquet(fileio.join(args.keep, SCORES_DIR), "--keep", schemas.SCORES)
+    # an `openwit score` output (given as its folder or its keep/ folder): its scores/ beside keep/
+    root = args.keep if fileio.exists(fileio.join(args.keep, "keep")) else fileio.dirname(args.keep.rstrip("/"))
+    if fileio.exists(fileio.join(root, SCORES_DIR)) and fileio.exists(fileio.join(root, "keep")):
+        score_files, _ = _parquet(fileio.join(root, SCORES_DIR), "--keep", schemas.SCORES)
     curated_files, _ = _parquet(_folder(args.curated, "curated"), "--curated", schemas.CURATED)
     shards_dir = _folder(args.images, "shards")
     source_tars = {fileio.basename(t).removesuffix(".tar"): t

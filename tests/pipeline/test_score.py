@@ -149,6 +149,9 @@ def test_shard_carries_the_score_and_validate_chains_through_score(made, top, tm
     assert doc[C.CLIP_SCORE] == pytest.approx(scores[doc[C.UID]], abs=1e-6)
     card = (run / "shards" / "README.md").read_text()
     assert "| score |" in card and "top 0.3" in card
+    shard.run(["--keep", str(run / "score" / "keep"), "--images", str(run / "download"),  # the keep/ folder itself
+               "--curated", str(root / "curate"), "--output", str(tmp_path / "inner"), "--samples-per-shard", "5"])
+    assert _rows(tmp_path / "inner" / "index", schemas.SHARD_INDEX) == index
     checks = {c["check"]: c for c in validate.checks(str(run), 0.0, 1, 1)}
     assert checks["dedupe -> score"]["ok"] and checks["score -> shard"]["ok"] and checks["score ledger"]["ok"]
     assert "extract finished" in checks and "dedupe -> shard" not in checks
