@@ -79,25 +79,14 @@ class HashShardFn(beam.DoFn):
                 if r[C.STATUS] == SUCCESS}
         seen: set[str] = set()
         counts: Counter = Counter()
-        broken = ""
 
         def want(name: str) -> bool:
             key, _, ext = name.rpartition("/")[2].partition(".")
             return key in rows and key not in seen and ext.lower() in imagehashes.IMAGE_EXTENSIONS
 
+        errors: list[str] = []
         with fileio.open_read(tar_path) as fh:
-            members = tario.iter_members(fh, want)
-            while True:
-                try:
-                    name, data = next(members)
-                except StopIteration:
-                    break
-                except ValueError as e:  # a truncated or corrupt tar: what follows is missing
-                    broken = f" ({fileio.basename(tar_path)} is unreadable past this point: {e})"
-                    break
-                if data is None:
-                    continue
-                key = name.rpartition("/")[2].partition(".")[0]
+            for key, _, data in tario.wanted_samples(fh, want, errors):
                 row = rows[key]
                 seen.add(key)
                 item = {C.UID: row[C.UID], C.URL: row[C.URL], C.SHARD: shard, C.KEY: key,
@@ -113,6 +102,7 @@ class HashShardFn(beam.DoFn):
                 item.update({C.SHA256: row[C.SHA256] or imagehashes.sha256(data), C.PHASH: phash, C.DHASH: dhash})
                 counts["hash:kept"] += 1
                 yield item
+        broken = f" ({fileio.basename(tar_path)} is unreadable past this point: {errors[0]})" if errors else ""
         for key in sorted(set(rows) - seen):
             row = rows[key]
             counts["hash:missing_sample"] += 1
@@ -494,7 +484,4 @@ def summary(stats: dict) -> str:
 
 
 def main(argv: list[str]) -> int:
-    stats = run(argv)
-    print(summary(stats))
-    print(f"  {stats['seconds']:.1f}s; ledger in {fileio.join(stats['output'], STATS_FILE)}")
-    return 0 if stats["ledger_ok"] else 1
+    return options.job_main(run, summary, STATS_FILE, argv)

@@ -208,6 +208,18 @@ def run_counted(pipeline, beam_options: PipelineOptions, namespace: str, totals:
     return counters
 
 
+def job_main(run: Callable[[list[str]], dict], summary: Callable[[dict], str], stats_file: str,
+             argv: list[str]) -> int:
+    """A job's command: run it, print its summary and where its ledger is; exit 1 when the
+    ledger does not add up."""
+    from schemas import fileio
+
+    stats = run(argv)
+    print(summary(stats))
+    print(f"  {stats['seconds']:.1f}s; ledger in {fileio.join(stats['output'], stats_file)}")
+    return 0 if stats["ledger_ok"] else 1
+
+
 def ledger_lines(steps: list[dict], step_width: int, reason_width: int) -> list[str]:
     """The summary lines of a job's ledger: per step in and kept, then its rejects by reason."""
     lines = []

@@ -188,7 +188,6 @@ class ScoreShardFn(beam.DoFn):
         done: set[str] = set()
         counts: Counter = Counter()
         batch: list[tuple[dict, object, str]] = []
-        broken = ""
 
         def want(name: str) -> bool:
             key, _, ext = name.rpartition("/")[2].partition(".")
@@ -196,21 +195,11 @@ class ScoreShardFn(beam.DoFn):
             return key in by_key and key not in done and ((ext in IMAGE_EXTENSIONS and key not in images) or
                                                           (ext == TEXT_EXT and key not in texts))
 
+        errors: list[str] = []
         if fileio.exists(tar_path):
             with fileio.open_read(tar_path) as fh:
-                members = tario.iter_members(fh, want)
-                while True:
-                    try:
-                        name, data = next(members)
-                    except StopIteration:
-                        break
-                    except ValueError as e:  # a truncated or corrupt tar: what follows is missing
-                        broken = f" ({fileio.basename(tar_path)} is unreadable past this point: {e})"
-                        break
-                    if data is None:
-                        continue
-                    key, _, ext = name.rpartition("/")[2].partition(".")
-                    if ext.lower() == TEXT_EXT:
+                for key, ext, data in tario.wanted_samples(fh, want, errors):
+                    if ext == TEXT_EXT:
                         texts[key] = data.decode("utf-8", "replace")
                     else:
                         images[key] = data
@@ -231,6 +220,7 @@ class ScoreShardFn(beam.DoFn):
                         batch = []
         if batch:
             yield from self._flush(shard, batch, counts)
+        broken = f" ({fileio.basename(tar_path)} is unreadable past this point: {errors[0]})" if errors else ""
         for key in sorted(set(by_key) - done):
             row = by_key[key]
             what = "image" if key not in images else "text (.txt)"
@@ -580,7 +570,4 @@ def summary(stats: dict) -> str:
 
 
 def main(argv: list[str]) -> int:
-    stats = run(argv)
-    print(summary(stats))
-    print(f"  {stats['seconds']:.1f}s; ledger in {fileio.join(stats['output'], STATS_FILE)}")
-    return 0 if stats["ledger_ok"] else 1
+    return options.job_main(run, summary, STATS_FILE, argv)

@@ -79,6 +79,24 @@ def iter_members(fh: BinaryIO, want=None) -> Iterator[tuple[str, bytes | None]]:
         yield name, block[:size]
 
 
+def wanted_samples(fh: BinaryIO, want, broken: list[str]) -> Iterator[tuple[str, str, bytes]]:
+    """(key, lower-cased extension, data) of each member ``want(name)`` asks for, as in a
+    webdataset tar ({key}.{ext}); a truncated or corrupt tar ends the stream, its error
+    appended to ``broken`` (what follows it is missing)."""
+    members = iter_members(fh, want)
+    while True:
+        try:
+            name, data = next(members)
+        except StopIteration:
+            return
+        except ValueError as e:
+            broken.append(str(e))
+            return
+        if data is not None:
+            key, _, ext = name.rpartition("/")[2].partition(".")
+            yield key, ext.lower(), data
+
+
 def header(name: str, size: int) -> bytes:
     """A ustar header for a regular file with fixed metadata."""
     raw = name.encode("utf-8")
