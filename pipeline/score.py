@@ -489,6 +489,12 @@ def _check_args(args: argparse.Namespace) -> None:
         raise schemas.UserError("--batch-size and --threads must be positive")
     _check_device(args.device)
     check_model(args.model, args.checkpoint)
+    try:  # once here, so that weights that do not load are one line, not a worker's traceback
+        ScoringModel(args.model, args.checkpoint, "cpu", 1)
+    except Exception as e:  # noqa: BLE001 - safetensors, torch and open_clip each raise their own
+        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+        first = " ".join(lines[:2])[:300] if lines else type(e).__name__
+        raise schemas.UserError(f"--model {args.model}: the model does not load ({first})") from None
 
 
 def quantile(histogram: dict[int, int], q: float) -> float | None:

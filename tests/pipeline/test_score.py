@@ -241,3 +241,16 @@ def test_an_empty_keep_set_is_an_empty_result(made, tmp_path):
                        "--direct_running_mode=in_memory"])
     assert (stats["in"], stats["kept"], stats["rejected"], stats["ledger_ok"]) == (0, 0, {}, True)
     assert stats["threshold"] is None and _rows(tmp_path / "o" / "keep", schemas.KEEP) == []
+
+
+def test_weights_that_do_not_load_are_one_line(made, tmp_path):
+    import shutil
+
+    root, _ = made
+    broken = tmp_path / "model"
+    shutil.copytree(root / "model", broken)
+    weights = broken / "open_clip_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    with pytest.raises(schemas.UserError) as e:
+        score.run(_argv(root, tmp_path / "o")[:4] + ["--model", str(broken), "--output", str(tmp_path / "o")])
+    assert "--model" in str(e.value) and "does not load" in str(e.value) and "\n" not in str(e.value)
