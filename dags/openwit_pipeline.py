@@ -133,7 +133,7 @@ with DAG(
         "eval_suite": Param("", type="string",
                             description="a folder of CLIP_benchmark-layout sets (zeroshot_*/, retrieval/); empty: no eval"),
         "eval_options": Param([], type="array", items={"type": "string"},
-                              description="more `openwit eval` flags, e.g. --linear-probe --resize-mode longest"),
+                              description="more `openwit eval` flags, e.g. --linear-probe"),
     },
 ) as dag:
     extract = BashOperator(

@@ -32,7 +32,7 @@ from pipeline.cli import Parser
 from pipeline.synth import benchmark, crawl
 from pipeline.synth.cli import summary as crawl_summary
 from pipeline.synth.probe import EXPECTED, Prober
-from pipeline.synth.server import SyntheticWeb, free_hosts
+from pipeline.synth.server import SyntheticWeb, listen_on
 
 SUMMARY = "run the whole job on a generated crawl served on loopback (the quickstart)"
 DEFAULT_OUT = "openwit-demo"
@@ -159,7 +159,10 @@ def main(argv: list[str]) -> int:
 def synthesize(out: Path, pages: int, seed: int) -> tuple[crawl.CrawlConfig, dict, pa.Table]:
     """Step 1: the synthetic crawl, and its ground truth."""
     _step(1, STEPS, f"synth: generating {pages:,} pages into {out / 'crawl'}")
-    cfg = crawl.CrawlConfig(pages=pages, seed=seed, pages_per_file=max(100, pages // 4), hosts=free_hosts(8))
+    # named hosts: the urls, the uids and so the whole run are a function of the seed, whatever
+    # loopback ports the web is served on
+    cfg = crawl.CrawlConfig(pages=pages, seed=seed, pages_per_file=max(100, pages // 4),
+                            hosts=crawl.virtual_hosts(8))
     t = time.perf_counter()
     manifest = crawl.generate(cfg, out / "crawl")
     print(crawl_summary(manifest, out / "crawl", time.perf_counter() - t))
@@ -177,10 +180,12 @@ def probe_links(cfg: crawl.CrawlConfig, truth: pa.Table, sample: int) -> tuple[b
         if len(groups[key]) < sample:
             groups[key].append(row)
 
-    _step(2, STEPS, f"serve: {len(cfg.hosts)} virtual hosts on loopback ({', '.join(cfg.hosts[:2])}, ...)")
-    with SyntheticWeb(cfg.hosts, slow_seconds=3.0) as web:
+    routes = listen_on(cfg.hosts)
+    _step(2, STEPS, f"serve: {len(cfg.hosts)} virtual hosts on loopback ("
+                    f"{', '.join(f'{h} on {a}' for h, a in list(routes.items())[:2])}, ...)")
+    with SyntheticWeb(routes, slow_seconds=3.0) as web:
         _step(3, STEPS, f"probe: up to {sample} links per kind and fault, as a careful client")
-        prober = Prober(timeout=1.0)
+        prober = Prober(timeout=1.0, routes=routes)
         jobs = [(key, row) for key in sorted(groups) for row in groups[key]]
         with ThreadPoolExecutor(16) as pool:
             outcomes = list(pool.map(lambda job: prober.probe(job[1][C.URL]), jobs))
@@ -246,11 +251,12 @@ def extract_and_curate(out: Path, paths: dict[str, str], t_budget: int) -> tuple
 def download_images(cfg: crawl.CrawlConfig, paths: dict[str, str]) -> dict:
     """Step 6: the curated urls from the loopback web, behind the guards (only its hosts allowed)."""
     _step(6, STEPS, "download (img2dataset behind openwit's guards) from the loopback web")
-    with SyntheticWeb(cfg.hosts, slow_seconds=3.0, processes=2):
+    with SyntheticWeb(listen_on(cfg.hosts), slow_seconds=3.0, processes=2) as web:
         downloaded = download.run([
             "--input", paths[RUN.CURATE], "--output", paths[RUN.DOWNLOAD], "--image-size", "64",
             "--timeout", "2", "--retries", "1", "--samples-per-shard", "2000", "--workers", "2",
-            "--threads", "16", *[f"--allow={h}" for h in sorted(set(cfg.hosts))]])
+            "--threads", "16", *[f"--allow={a}" for a in sorted(web.hosts)],
+            *[f"--connect-to={c}" for c in web.connect_to]])
     print(download.summary(downloaded, paths[RUN.DOWNLOAD]))
     return downloaded
 
@@ -279,9 +285,10 @@ def train_and_evaluate(out: Path, paths: dict[str, str], quick: bool) -> dict:
     then evaluate the final model on the held-out combinations."""
     suite = out / "crawl" / benchmark.BENCHMARK_DIR
     _step(9, STEPS, "train (DeepSpeed, the debug recipe) on the training shards, evaluating zero-shot as it goes")
-    # img2dataset letterboxed the training images on white ("border"); evaluate them the same way
+    # evaluation images are letterboxed as img2dataset letterboxed the training images ("border"):
+    # the trainer reads that from the shards, records it, and export and eval use it
     train_args = ["--recipe", "debug", "--data", paths[RUN.SHARD], "--output", paths[RUN.TRAIN],
-                  "--set", f"eval_suite={suite}", "--set", "eval_resize_mode=longest", "--set", "log_every=50",
+                  "--set", f"eval_suite={suite}", "--set", "log_every=50",
                   *(["--set", "epochs=1"] if quick else [])]
     t = time.perf_counter()
     trained = subprocess.run([sys.executable, "-m", "pipeline.cli", "train", *train_args])
@@ -295,8 +302,7 @@ def train_and_evaluate(out: Path, paths: dict[str, str], quick: bool) -> dict:
     if result["ok"]:
         Path(paths[RUN.EVAL]).parent.mkdir(exist_ok=True)
         evaluated = subprocess.run([sys.executable, "-m", "pipeline.cli", "eval", "--model", paths[RUN.TRAIN],
-                                    "--suite", str(suite), "--linear-probe", "--resize-mode", "longest",
-                                    "--output", paths[RUN.EVAL]], capture_output=True, text=True)
+                                    "--suite", str(suite), "--linear-probe", "--output", paths[RUN.EVAL]], capture_output=True, text=True)
         result["eval_ok"], result["eval_stdout"] = evaluated.returncode == 0, evaluated.stdout.rstrip()
         print(f"  results: {paths[RUN.EVAL]}" if result["eval_ok"] else evaluated.stderr.rstrip())
     return result

@@ -159,6 +159,10 @@ def _parser() -> Parser:
     p.add_argument("--allow", action="append", default=[],
                    help="an address or network to allow, optionally with a port: 10.0.0.5, 10.0.0.0/8:8080, "
                         "[fd00::1]:443 (repeatable)")
+    p.add_argument("--connect-to", action="append", default=[], metavar="HOST:PORT:ADDRESS:PORT",
+                   help="send the requests for HOST:PORT to ADDRESS:PORT, keeping the url and the Host header "
+                        "(as curl's --connect-to): a mirror, or virtual hosts on loopback. ADDRESS is checked "
+                        "like any other: a private one needs --allow too (repeatable)")
     p.add_argument("--proxy", default=None,
                    help="fetch through this http proxy (http://[user:pass@]host:port); every target is still "
                         "checked. The environment's http_proxy/https_proxy are never used")
@@ -202,6 +206,8 @@ def run(argv: list[str]) -> dict:
     try:
         for entry in args.allow:
             netguard.parse_allow(entry)
+        for entry in args.connect_to:
+            netguard.parse_connect_to(entry)
         if args.proxy:
             netguard.Proxy.parse(args.proxy)
     except ValueError as e:
@@ -223,6 +229,7 @@ def run(argv: list[str]) -> dict:
     expected_shards = max(1, -(-len(rows) // args.samples_per_shard))
 
     job = {"guard": {"allow": list(args.allow), "allow_private": args.allow_private_networks,
+                     "connect_to": list(args.connect_to),
                      "max_redirects": args.max_redirects, "max_bytes": args.max_bytes,
                      "max_pixels": args.max_pixels, "user_agent": args.user_agent,
                      "robots": not args.no_robots, "timeout": args.timeout,
@@ -249,7 +256,10 @@ def run(argv: list[str]) -> dict:
     published = publish(staging, shards)
     stats = account(shards, out, curated.num_rows, set(curated[C.UID].to_pylist()))
     stats.update({"partial_shards_removed": removed, "seconds": round(seconds, 2), "output": out,
-                  "shards_expected": expected_shards, "shards_done": published, "img2dataset": status})
+                  "shards_expected": expected_shards, "shards_done": published, "img2dataset": status,
+                  # what the images are, for the stages after: shard hands it to the trainer, whose export
+                  # then preprocesses evaluation images the same way
+                  "image_preprocessing": {"image_size": args.image_size, "resize_mode": args.resize_mode}})
     fileio.write_json(fileio.join(out, STATS_FILE), stats)
     return stats
 

@@ -152,7 +152,8 @@ def install(guard: dict) -> None:
     if _installed == guard:
         return
     die_with_parent()
-    policy = netguard.AddressPolicy.from_strings(guard.get("allow", ()), guard.get("allow_private", False))
+    policy = netguard.AddressPolicy.from_strings(guard.get("allow", ()), guard.get("allow_private", False),
+                                                 guard.get("connect_to", ()))
     opener = netguard.build_opener(policy, max_redirects=guard.get("max_redirects", 5),
                                    max_bytes=guard.get("max_bytes", 32 << 20),
                                    user_agent=guard.get("user_agent", netguard.DEFAULT_USER_AGENT),
@@ -175,7 +176,7 @@ def worker_environment(guard: dict) -> dict[str, str]:
 @contextlib.contextmanager
 def guarded_img2dataset(**guard) -> Iterator[None]:
     """Within this block, ``img2dataset.download`` builds GuardedDownloaders with ``guard``:
-    allow (addresses/networks, optional ports), allow_private, proxy, max_redirects,
+    allow (addresses/networks, optional ports), allow_private, connect_to, proxy, max_redirects,
     max_bytes, max_pixels, max_decode_bytes, user_agent, robots, robots_store, timeout,
     max_per_host. Worker processes started inside it get ``worker_environment``."""
     original = i2d_main.Downloader

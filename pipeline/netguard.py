@@ -15,6 +15,11 @@ and every other IANA special-purpose block, and their IPv6 equivalents (IPv4-map
 Teredo and NAT64 forms checked by the IPv4 address inside; IPv6 outside 2000::/3 refused),
 unless ``allow_private`` or an allow-list entry (an address or network, optionally with a
 port) says otherwise.
+
+A connect-to entry (``HOST:PORT:ADDRESS:PORT``, as curl's ``--connect-to``) sends the
+requests for one host and port to another address and port, keeping the URL and the
+``Host`` header: a mirror, or virtual hosts served on loopback. The address connected to
+is checked as any other.
 """
 
 from __future__ import annotations
@@ -171,6 +176,28 @@ def parse_allow(entry: str) -> tuple[IPNetwork, int | None]:
     return network, int(port)
 
 
+_CONNECT_TO = re.compile(r"(?P<host>\[[^\]]+\]|[^:\[\]]+):(?P<port>[^:]*):(?P<to>\[[^\]]+\]|[^:\[\]]+):(?P<to_port>[^:]*)")
+
+
+def parse_connect_to(entry: str) -> tuple[str, int, str, int]:
+    """``HOST:PORT:ADDRESS:PORT`` (IPv6 in brackets) as (host, port, address, port), the
+    hosts lower-cased and unbracketed. ValueError with a one-line message."""
+    m = _CONNECT_TO.fullmatch(entry.strip())
+    if not m:
+        raise ValueError(f"--connect-to {entry!r}: expected HOST:PORT:ADDRESS:PORT, e.g. "
+                         "images.example.test:80:127.0.0.1:8080")
+    ports = []
+    for name in ("port", "to_port"):
+        port = m.group(name)
+        if not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"--connect-to {entry!r}: the ports must be numbers from 1 to 65535")
+        ports.append(int(port))
+    host, to = (m.group(g).strip("[]").lower().rstrip(".") for g in ("host", "to"))  # not-a-column
+    if not host or not to:
+        raise ValueError(f"--connect-to {entry!r}: empty host")
+    return host, ports[0], to, ports[1]
+
+
 @dataclass(frozen=True)
 class AddressPolicy:
     """Which addresses (and ports) may be connected to. The default allows the public
@@ -178,10 +205,21 @@ class AddressPolicy:
 
     allow_private: bool = False
     allow: tuple[tuple[IPNetwork, int | None], ...] = field(default_factory=tuple)
+    connect_to: tuple[tuple[str, int, str, int], ...] = field(default_factory=tuple)
 
     @classmethod
-    def from_strings(cls, allow: Iterable[str] = (), allow_private: bool = False) -> "AddressPolicy":
-        return cls(allow_private, tuple(parse_allow(a) for a in allow))
+    def from_strings(cls, allow: Iterable[str] = (), allow_private: bool = False,
+                     connect_to: Iterable[str] = ()) -> "AddressPolicy":
+        return cls(allow_private, tuple(parse_allow(a) for a in allow),
+                   tuple(parse_connect_to(c) for c in connect_to))
+
+    def route(self, host: str, port: int) -> tuple[str, int]:
+        """Where a request for host:port connects: its connect-to target, or itself."""
+        key = host.strip("[]").lower().rstrip(".")
+        for name, name_port, target, target_port in self.connect_to:
+            if name == key and name_port == port:
+                return target, target_port
+        return host, port
 
     def check(self, ip: IPAddress, port: int | None = None) -> str | None:
         """The refusal reason for this address and port, or None if they may be used."""
@@ -196,16 +234,19 @@ class AddressPolicy:
         return reason
 
     def resolve(self, host: str, port: int) -> list[tuple]:
-        """getaddrinfo results for host:port; ForbiddenAddress if any address is refused."""
+        """getaddrinfo results for host:port (or for its connect-to target); ForbiddenAddress
+        if any address is refused."""
+        target, target_port = self.route(host, port)
+        via = "" if (target, target_port) == (host, port) else f" (connecting to {target}:{target_port})"
         try:
-            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+            infos = socket.getaddrinfo(target, target_port, type=socket.SOCK_STREAM)
         except socket.gaierror as e:
-            raise urllib.error.URLError(f"cannot resolve {host}: {e}") from None
+            raise urllib.error.URLError(f"cannot resolve {target}: {e}") from None
         for info in infos:
             address = info[4][0]
-            reason = _verdict(self, address, port)
+            reason = _verdict(self, address, target_port)
             if reason:
-                raise ForbiddenAddress(f"{host}:{port} is {address.split('%')[0]}, {reason}", host)
+                raise ForbiddenAddress(f"{host}:{port}{via} is {address.split('%')[0]}, {reason}", host)
         return infos
 
 
@@ -335,9 +376,9 @@ def _open_socket(infos: list[tuple], fetch: Fetch, timeout: float | None,
     raise last or OSError("cannot connect")
 
 
-def _ip_literal(infos: list[tuple]) -> str:
-    ip = infos[0][4][0]
-    return f"[{ip}]" if ":" in ip else ip
+def _ip_literal(infos: list[tuple]) -> tuple[str, int]:
+    ip, port = infos[0][4][:2]
+    return (f"[{ip}]" if ":" in ip else ip), port
 
 
 def _guarded_connection(base: type, policy: AddressPolicy, proxy: Proxy | None) -> type:
@@ -345,10 +386,10 @@ def _guarded_connection(base: type, policy: AddressPolicy, proxy: Proxy | None) 
         def __init__(self, *args, fetch: Fetch, **kwargs):
             super().__init__(*args, **kwargs)
             self.fetch = fetch
-            self.pinned: str | None = None
+            self.pinned: tuple[str, int] | None = None
 
-        def _pin(self) -> str:
-            """The checked address of the target, as a literal for the proxy."""
+        def _pin(self) -> tuple[str, int]:
+            """The checked address and port of the target, the address as a literal for the proxy."""
             if self.pinned is None:
                 self.pinned = _ip_literal(policy.resolve(self.host, self.port))
             return self.pinned
@@ -356,7 +397,8 @@ def _guarded_connection(base: type, policy: AddressPolicy, proxy: Proxy | None) 
         def putrequest(self, method, url, *args, **kwargs):
             https = isinstance(self, http.client.HTTPSConnection)
             if proxy is not None and not https:  # ask the proxy for the checked address
-                url = f"http://{self._pin()}:{self.port}{url}"
+                address, port = self._pin()
+                url = f"http://{address}:{port}{url}"
             super().putrequest(method, url, *args, **kwargs)
             if proxy is not None and not https and proxy.auth:
                 self.putheader("Proxy-Authorization", proxy.auth)
@@ -367,11 +409,11 @@ def _guarded_connection(base: type, policy: AddressPolicy, proxy: Proxy | None) 
                 infos = policy.resolve(self.host, self.port)
                 self.sock = _open_socket(infos, self.fetch, self.timeout, self.source_address)
             else:
-                target = self._pin()
+                target, target_port = self._pin()
                 infos = socket.getaddrinfo(proxy.host, proxy.port, type=socket.SOCK_STREAM)
                 self.sock = _open_socket(infos, self.fetch, self.timeout, self.source_address)
                 if https:
-                    self._tunnel_host, self._tunnel_port = target, self.port
+                    self._tunnel_host, self._tunnel_port = target, target_port
                     self._tunnel_headers = {"Proxy-Authorization": proxy.auth} if proxy.auth else {}
                     self._tunnel()
             if https:

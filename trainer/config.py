@@ -57,7 +57,10 @@ class TrainConfig:
     log_every: int = 10
     eval_every: int = 0  # evaluate every K steps on rank 0 (0: off)
     eval_suite: str = ""  # a folder of evaluation sets (`openwit eval --suite`), e.g. a synthetic crawl's eval/
-    eval_resize_mode: str = "shortest"  # shortest | longest (letterbox, as img2dataset's border resize) | squash
+    # how evaluation images are brought to the model's size: shortest (resize, centre crop) | longest
+    # (letterbox on white, as img2dataset's border resize) | squash | auto (as the training shards were made,
+    # from their shard_stats.json; else shortest). The run records the mode it used; export writes it.
+    eval_resize_mode: str = "auto"
     deepspeed: dict = field(default_factory=dict)  # DeepSpeed settings merged over the derived ones (engine.ds_config)
     extra: dict = field(default_factory=dict)
 
@@ -245,6 +248,8 @@ def validate(cfg: TrainConfig) -> None:
         raise ConfigError("samples_per_epoch must be 0 or more and shuffle_buffer at least 1")
     if cfg.balance not in ("auto", "online", "off"):
         raise ConfigError(f"balance: expected auto, online or off, got {cfg.balance!r}")
+    if cfg.eval_resize_mode not in ("auto", "shortest", "longest", "squash"):
+        raise ConfigError(f"eval_resize_mode: expected auto, shortest, longest or squash, got {cfg.eval_resize_mode!r}")
     if cfg.lr_schedule not in ("cosine", "const-cooldown"):
         raise ConfigError(f"lr_schedule: expected cosine or const-cooldown, got {cfg.lr_schedule!r}")
     if not 0 < cfg.lr_cooldown <= 1:

@@ -134,8 +134,8 @@ def main(argv: list[str]) -> int:
     p.add_argument("--templates", default=None, help="openai | simple | a file (default: the dataset's, else simple)")
     p.add_argument("--classnames", default=None, help="class-name file (default: the dataset's classnames.txt)")
     p.add_argument("--resize-mode", choices=RESIZE_MODES, default=None,
-                   help="image preprocessing (default: the export's, else shortest); 'longest' matches "
-                        "img2dataset's border resize")
+                   help="image preprocessing (default: the one the model was trained for, as its export or "
+                        "its run recorded it; else shortest); 'longest' letterboxes, as img2dataset's border resize")
     p.add_argument("--device", default=None,
                    help="torch device: cpu, cuda, cuda:1, ... (default: cuda when a GPU is visible, else cpu)")
     p.add_argument("--batch-size", type=int, default=128, help="images per forward pass")

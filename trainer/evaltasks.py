@@ -76,7 +76,10 @@ def load_model(path: str, resize_mode: str | None = None, pretrained: str | None
             model.load_state_dict(torch.load(root / "final_weights.pt"))
         except (RuntimeError, OSError, EOFError) as e:
             raise evalsets.DatasetError(f"{root / 'final_weights.pt'}: cannot load ({str(e).splitlines()[0]})") from None
-        preprocess = preprocess_for(models.image_size(cfg["model"]), resize_mode or "shortest")
+        # the run's recorded mode (resolved from its shards), unless the caller names one
+        recorded = cfg.get("eval_resize_mode")
+        preprocess = preprocess_for(models.image_size(cfg["model"]),
+                                    resize_mode or (recorded if recorded in RESIZE_MODES else "shortest"))
         return model.eval(), preprocess, models.tokenizer(cfg["model"])
     raise evalsets.DatasetError(f"--model {path}: neither an `openwit export` folder (open_clip_config.json) "
                                 "nor a training run (final_weights.pt + config.json)")

@@ -2,7 +2,8 @@
 
     openwit export --run RUN [--tag latest|stepNNNNNNNN] --output DIR
 
-Writes DIR/open_clip_config.json (model_cfg + preprocess_cfg), DIR/open_clip_model.safetensors
+Writes DIR/open_clip_config.json (model_cfg + preprocess_cfg: the evaluation transform the run
+used, letterboxing for shards of border-resized images), DIR/open_clip_model.safetensors
 and DIR/model.pt (the same fp32 state dict for torch.load), so that
 ``open_clip.create_model_and_transforms("local-dir:DIR")`` (and CLIP_benchmark through it)
 loads the model as is. ZeRO checkpoints are consolidated from the fp32 master weights.
@@ -41,14 +42,27 @@ def export(run: str, output: str, tag: str = "latest") -> dict:
     with checkpoints.local_copy(folder, tag) as local:
         state = engine.consolidated_state_dict(local, tag)
     out = str(output)
+    # the evaluation transform the run used (resolved from its shards; runs before it was recorded: shortest)
+    resize_mode = meta.get("config", {}).get("eval_resize_mode", "shortest")
     write(state, meta["model_config"], out, {"step": meta["step"], "samples_seen": meta["samples_seen"],
-                                             "model": meta["model"], "schema_version": meta["schema_version"]})
+                                             "model": meta["model"], "schema_version": meta["schema_version"]},
+          resize_mode if resize_mode in RESIZE_MODES else "shortest")
     return {"tag": tag, "step": meta["step"], "output": out, "tensors": len(state)}
 
 
-def write(state: dict, model_config: dict, out: str, about: dict) -> None:
+RESIZE_MODES = ("shortest", "longest", "squash")
+
+
+def preprocess_cfg(size: int, resize_mode: str) -> dict:
+    """open_clip's preprocess_cfg: 'longest' letterboxes on white, as img2dataset's border
+    resize made the training images; 'shortest' resizes and centre-crops."""
+    return {"size": size, "mean": list(MEAN), "std": list(STD), "interpolation": "bicubic",  # not-a-column
+            "resize_mode": resize_mode, "fill_color": 255 if resize_mode == "longest" else 0}
+
+
+def write(state: dict, model_config: dict, out: str, about: dict, resize_mode: str = "shortest") -> None:
     """A model's state dict and config as open_clip's local-dir folder (``about`` goes into
-    the config under "openwit")."""
+    the config under "openwit"); ``resize_mode`` is the preprocessing its images need."""
     state = dict(state)
     if "logit_scale" in state:
         state["logit_scale"] = state["logit_scale"].reshape(())  # open_clip's usual 0-dim shape
@@ -56,10 +70,7 @@ def write(state: dict, model_config: dict, out: str, about: dict) -> None:
         state["logit_bias"] = state["logit_bias"].reshape(())
     fileio.makedirs(out)
     size = model_config["vision_cfg"]["image_size"]
-    config = {"model_cfg": model_config,
-              "preprocess_cfg": {"size": size, "mean": list(MEAN), "std": list(STD), "interpolation": "bicubic",  # not-a-column
-                                 "resize_mode": "shortest"},
-              "openwit": about}
+    config = {"model_cfg": model_config, "preprocess_cfg": preprocess_cfg(size, resize_mode), "openwit": about}
     from safetensors.torch import save_file
 
     with fileio.atomic_local(fileio.join(out, "open_clip_model.safetensors")) as tmp:

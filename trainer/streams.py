@@ -120,6 +120,25 @@ def source(spec: str, cache: str | None = None) -> "data.Index | list[str]":
     return urls
 
 
+# img2dataset's resize mode of the training images -> the evaluation transform that shows a
+# model its images the same way (a border resize letterboxes on white)
+EVAL_RESIZE_FOR = {"border": "longest"}
+
+
+def eval_resize_mode(src: "data.Index | list[str]") -> str:
+    """The evaluation resize mode matching how the training shards' images were made: read
+    from an `openwit shard` folder's ledger (its image_preprocessing, from download);
+    'shortest' (open_clip's default) when the shards do not say."""
+    if not isinstance(src, data.Index):
+        return "shortest"
+    ledger = fileio.join(src.folder, schemas.run.stage(schemas.run.SHARD).ledger)
+    try:
+        made = (fileio.read_json(ledger) if fileio.isfile(ledger) else {}).get("image_preprocessing") or {}
+    except (OSError, ValueError):
+        made = {}
+    return EVAL_RESIZE_FOR.get(made.get("resize_mode", ""), "shortest")
+
+
 def open_shard(url: str) -> BinaryIO:
     if url.startswith("pipe:"):
         proc = subprocess.Popen(url[len("pipe:"):], shell=True, stdout=subprocess.PIPE)  # noqa: S602 - the user's command

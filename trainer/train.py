@@ -9,6 +9,7 @@ across ranks, backward, step), clamp the temperature, log, and checkpoint every 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import glob
 import json
 import os
@@ -77,6 +78,8 @@ def run(cfg: TrainConfig, resume: str | None = None) -> dict:
     out = checkpoints.work_folder(run_dir)  # where files are made; the run folder itself when local
     ckpt_dir = checkpoints.folder(run_dir)
     src = streams.source(cfg.data)
+    if cfg.eval_resize_mode == "auto":  # recorded as resolved: config.json, checkpoints, export
+        cfg = dataclasses.replace(cfg, eval_resize_mode=streams.eval_resize_mode(src))
     if isinstance(src, data.Index):
         if cfg.samples_per_epoch:
             raise schemas.UserError(f"samples_per_epoch is for plain webdataset shards; --data {cfg.data} has a "

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from pipeline.cli import Parser
 from pipeline.synth import crawl
-from pipeline.synth.server import SyntheticWeb
+from pipeline.synth.server import SyntheticWeb, listen_on
 from schemas import UserError
 
 SUMMARY = "generate a synthetic crawl (WAT files + ground truth), or serve its images (synth serve)"
@@ -43,6 +43,10 @@ def _generate_parser() -> Parser:
     p.add_argument("--pages-per-file", type=_positive, default=1000, help="pages per WAT file (default: 1000)")
     p.add_argument("--hosts", type=_positive, default=8, help="virtual hosts on 127.0.0.1-4 (default: 8)")
     p.add_argument("--base-port", type=int, default=18400, help="first port of the virtual hosts (default: 18400)")
+    p.add_argument("--named-hosts", action="store_true",
+                   help="name the hosts (img0.openwit-demo.test, ...) instead of addresses and ports: `synth serve` "
+                        "puts them on free loopback ports and prints the --connect-to routes for download, so the "
+                        "urls (and every uid) do not depend on the ports")
     p.add_argument("--eval-size", type=_positive, default=512, help="images in the held-out evaluation set (default: 512)")
     p.add_argument("--huge-alts-per-file", type=int, default=1, help="1 MiB alt texts per WAT file (default: 1)")
     p.add_argument("--warc", action="store_true",
@@ -100,7 +104,8 @@ def generate(argv: list[str]) -> int:
         raise UserError(f"--output {out}: cannot create this folder ({e.strerror})") from None
     cfg = crawl.CrawlConfig(
         pages=args.pages, seed=args.seed, pages_per_file=args.pages_per_file,
-        hosts=crawl.default_hosts(args.hosts, args.base_port), eval_size=args.eval_size,
+        hosts=crawl.virtual_hosts(args.hosts) if args.named_hosts else crawl.default_hosts(args.hosts, args.base_port),
+        eval_size=args.eval_size,
         huge_alts_per_file=args.huge_alts_per_file, warc=args.warc,
     )
     if not 0 < args.base_port <= 65535 - args.hosts:
@@ -115,11 +120,14 @@ def generate(argv: list[str]) -> int:
 def serve(argv: list[str]) -> int:
     args = _serve_parser().parse_args(argv)
     manifest = crawl.load_manifest(args.crawl)
-    web = SyntheticWeb(manifest["hosts"], slow_seconds=args.slow_seconds, processes=args.processes)
+    web = SyntheticWeb(listen_on(manifest["hosts"]), slow_seconds=args.slow_seconds, processes=args.processes)
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())
     with web:
         print(f"serving {len(web.hosts)} hosts: {' '.join(web.urls)}", flush=True)
+        if web.connect_to:
+            print("download with: " + " ".join(f"--connect-to={c}" for c in web.connect_to) + " "
+                  + " ".join(f"--allow={a}" for a in web.hosts), flush=True)
         try:
             done.wait(args.duration or None)
         except KeyboardInterrupt:

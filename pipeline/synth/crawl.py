@@ -91,7 +91,7 @@ class CrawlConfig:
     pages: int = 2000
     seed: int = 0
     pages_per_file: int = 1000
-    hosts: tuple[str, ...] = ()  # "ip:port" of each virtual host; see default_hosts
+    hosts: tuple[str, ...] = ()  # each virtual host: "ip:port" (default_hosts) or a name (virtual_hosts)
     eval_size: int = 512
     huge_alts_per_file: int = 1
     warc: bool = False  # also write WARC files with the pages' HTML responses
@@ -100,6 +100,13 @@ class CrawlConfig:
     @property
     def files(self) -> int:
         return max(1, -(-self.pages // self.pages_per_file))
+
+
+def virtual_hosts(count: int = 8, domain: str = "openwit-demo.test") -> tuple[str, ...]:
+    """``count`` host names under ``domain`` (a reserved top-level domain: never on the
+    internet), served on loopback ports chosen at serve time, so the urls and the uids
+    derived from them are a function of the seed alone."""
+    return tuple(f"img{i}.{domain}" for i in range(count))
 
 
 def default_hosts(count: int = 8, base_port: int = 18400, ips: int = 4) -> tuple[str, ...]:
@@ -344,6 +351,7 @@ def _envelope(plan: PagePlan, rows: list[dict], warc_name: str, warc_offset: int
               record_type: str, seed: int) -> dict:
     rid = _uuid(seed, plan.page, record_type)
     host = plan.host.split(":")[0]
+    host = host if host[:1].isdigit() else "127.0.0.1"  # a named host is served on loopback
     warc_headers = {
         "WARC-Type": record_type, "WARC-Date": _date(plan.page), "WARC-Record-ID": rid,
         "Content-Length": "0", "Content-Type": f"application/http; msgtype={record_type}",

@@ -42,8 +42,12 @@ EXPECTED = {
 
 
 class Prober:
-    def __init__(self, timeout: float = 1.0):
+    """``routes`` maps a url's host (``name`` or ``name:port``) to the loopback
+    ``address:port`` serving it; the request keeps the url's Host header."""
+
+    def __init__(self, timeout: float = 1.0, routes: dict[str, str] | None = None):
         self.timeout = timeout
+        self.routes = dict(routes or {})
         self._robots: dict[str, RobotFileParser] = {}
         self._lock = threading.Lock()
 
@@ -61,10 +65,12 @@ class Prober:
 
     def _get(self, url: str) -> tuple[int, dict[str, str], bytes]:
         parts = urlsplit(url)
-        conn = http.client.HTTPConnection(parts.hostname, parts.port or 80, timeout=self.timeout)
+        address = self.routes.get(parts.netloc)
+        host, port = address.rsplit(":", 1) if address else (parts.hostname, parts.port or 80)
+        conn = http.client.HTTPConnection(host, int(port), timeout=self.timeout)
         try:
             path = parts.path + (f"?{parts.query}" if parts.query else "")
-            conn.request("GET", path, headers={"User-Agent": USER_AGENT})
+            conn.request("GET", path, headers={"User-Agent": USER_AGENT, "Host": parts.netloc})
             resp = conn.getresponse()
             headers = {k.lower(): v for k, v in resp.getheaders()}
             return resp.status, headers, resp.read()
@@ -89,9 +95,9 @@ class Prober:
                         return "503_then_ok" if self._image_outcome(headers, body) == "ok" else "bad_after_503"
                 if status in (301, 302, 303, 307, 308):
                     url = urljoin(url, headers.get("location", ""))
-                    host = urlsplit(url).hostname or ""
+                    parts = urlsplit(url)
                     try:
-                        if not ipaddress.ip_address(host).is_loopback:
+                        if parts.netloc not in self.routes and not ipaddress.ip_address(parts.hostname or "").is_loopback:
                             return "forbidden_redirect"
                     except ValueError:
                         return "forbidden_redirect"

@@ -1,7 +1,10 @@
 """The loopback web of the synthetic crawl: images rendered from their URL, faults on demand.
 
-Every virtual host ("127.0.0.N:PORT") gets its own listening socket, so a crawl looks like
-many hosts with their own robots.txt. An image URL ends in ``<token>.<ext>``; the token
+Every virtual host gets its own listening socket, so a crawl looks like many hosts with
+their own robots.txt. A host is either its loopback address ("127.0.0.N:PORT") or a name
+("img3.openwit-demo.test") served on a loopback address chosen when the web starts; a
+client reaches a name through a connect-to route (``SyntheticWeb.connect_to``, for
+``openwit download --connect-to``), so urls do not depend on the ports of the day. An image URL ends in ``<token>.<ext>``; the token
 says what to draw and which fault to apply (see ``world.FAULTS``):
 
 - ``not_found`` 404, ``server_error`` 500, ``unavailable_then_ok`` 503 (``Retry-After: 1``)
@@ -210,14 +213,17 @@ class SyntheticWeb:
     process, so its per-URL state (503-then-ok) stays consistent.
     """
 
-    def __init__(self, hosts: list[str] | tuple[str, ...], slow_seconds: float = 5.0, processes: int = 1):
+    def __init__(self, hosts: list[str] | tuple[str, ...] | dict[str, str], slow_seconds: float = 5.0,
+                 processes: int = 1):
         if not hosts:
             raise ValueError("no hosts to serve")
-        for h in hosts:
+        # the hosts of the urls -> the loopback addresses they are served on
+        self.routes = dict(hosts) if isinstance(hosts, dict) else {h: h for h in hosts}
+        for h in self.routes.values():
             ip = h.rsplit(":", 1)[0]
             if not ip.startswith("127."):
                 raise ValueError(f"{h}: the synthetic web only listens on loopback (127.0.0.0/8)")
-        self.hosts = tuple(hosts)
+        self.hosts = tuple(self.routes.values())  # the listening addresses
         self.slow_seconds = slow_seconds
         self.processes = max(1, min(processes, len(self.hosts)))
         self.stopping = threading.Event()
@@ -228,7 +234,13 @@ class SyntheticWeb:
 
     @property
     def urls(self) -> list[str]:
-        return [f"http://{h}" for h in self.hosts]
+        return [f"http://{h}" for h in self.routes]
+
+    @property
+    def connect_to(self) -> list[str]:
+        """``HOST:PORT:ADDRESS:PORT`` for every named host (``download --connect-to``)."""
+        return [f"{name if ':' in name else name + ':80'}:{address}"
+                for name, address in self.routes.items() if name != address]
 
     def start(self) -> "SyntheticWeb":
         if self.processes > 1:
@@ -323,6 +335,14 @@ def _serve_in_process(hosts: tuple[str, ...], slow_seconds: float, stop, results
     results.put("")
     stop.wait()
     web.stop()
+
+
+def listen_on(hosts: list[str] | tuple[str, ...]) -> dict[str, str]:
+    """The loopback address of each host: an address is served on itself, each name on a
+    free port (``free_hosts``)."""
+    names = [h for h in hosts if not h.startswith("127.")]
+    free = iter(free_hosts(len(names)) if names else ())
+    return {h: (h if h.startswith("127.") else next(free)) for h in hosts}
 
 
 def free_hosts(count: int, ips: int = 4) -> tuple[str, ...]:

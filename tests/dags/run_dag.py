@@ -70,9 +70,9 @@ def main(work: Path, runs: int = 1) -> int:
         "min_download_success": 0.6,
         "min_shards": 2,
         "recipe": "debug",
-        "train_settings": ["epochs=1", "log_every=2", "eval_every=5", "eval_resize_mode=longest"],
+        "train_settings": ["epochs=1", "log_every=2", "eval_every=5"],
         "eval_suite": str(work / "crawl" / benchmark.BENCHMARK_DIR),
-        "eval_options": ["--resize-mode", "longest"],
+        "eval_options": [],  # the preprocessing comes from the shards, through the run
     }
     results = []
     with SyntheticWeb(cfg.hosts, slow_seconds=3.0, processes=2):

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+import schemas
+from schemas import columns as C
 from pipeline.synth.server import free_hosts
 from tests.pipeline.test_report import ALL_FIGURES, check_report_in_chromium
 
@@ -140,6 +143,8 @@ def test_unknown_command():
     (["extract", "--input", "/etc/hostname", "--format", "csv", "--output", "/proc"], ["/proc", "cannot write here"]),
     (["download", "--output", "/tmp/x"], ["--input and --output are required"]),
     (["download", "--input", "/nonexistent", "--output", "/tmp/x"], ["/nonexistent"]),
+    (["download", "--input", "/tmp", "--output", "/tmp/x", "--connect-to", "img.test:80:127.0.0.1"],
+     ["--connect-to 'img.test:80:127.0.0.1'", "HOST:PORT:ADDRESS:PORT"]),
     (["dedupe", "--input", "/nonexistent", "--output", "/tmp/x"], ["/nonexistent"]),
     (["dedupe", "--input", "/tmp", "--radius", "x"], ["--radius"]),
     (["shard", "--keep", "/nonexistent", "--images", "/tmp", "--curated", "/tmp", "--output", "/tmp/x"],  # not-a-column
@@ -217,8 +222,31 @@ def test_synth_writes_a_crawl_and_serve_serves_it(tmp_path):
     assert "stopped after" in proc.stdout
 
 
+def test_synth_with_named_hosts_serves_them_on_free_ports(tmp_path):
+    out = tmp_path / "crawl"
+    proc = run("synth", "--out", str(out), "--pages", "20", "--pages-per-file", "20", "--named-hosts", "--hosts", "3")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((out / "manifest.json").read_text())["hosts"] == [f"img{i}.openwit-demo.test" for i in range(3)]
+    proc = run("synth", "serve", "--crawl", str(out), "--duration", "0.5")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("serving 3 hosts: http://img0.openwit-demo.test http://img1.openwit-demo.test ")
+    routes = re.findall(r"--connect-to=img(\d)\.openwit-demo\.test:80:(127\.0\.0\.\d+:\d+)", proc.stdout)
+    allows = re.findall(r"--allow=(127\.0\.0\.\d+:\d+)", proc.stdout)
+    assert [r[0] for r in routes] == ["0", "1", "2"] and sorted(allows) == sorted(r[1] for r in routes)
+
+
+def _digests(root: Path, patterns: tuple[str, ...]) -> dict[str, str]:
+    import hashlib
+
+    return {str(f.relative_to(root)): hashlib.sha256(f.read_bytes()).hexdigest()
+            for pattern in patterns for f in sorted(root.glob(pattern))}
+
+
 @pytest.mark.slow
-def test_demo_quick_runs_end_to_end(tmp_path):
+def test_demo_quick_runs_end_to_end_and_is_a_function_of_its_seed(tmp_path):
+    """The quick demo runs every step; a second one with the same seed serves its web on
+    other loopback ports, yet its urls, curated pairs, shards and trained weights are byte
+    for byte the first one's. (One test: a fixture shared by two would run once per worker.)"""
     proc = run("demo", "--quick", "--output", str(tmp_path / "demo"), timeout=600)  # ~2 min; more on a busy machine
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "[3/11] probe" in proc.stdout and "[5/11] curate" in proc.stdout and "[6/11] download" in proc.stdout
@@ -237,6 +265,16 @@ def test_demo_quick_runs_end_to_end(tmp_path):
     assert "duplicates byte-identical to their original: 8/8" in proc.stdout
     assert "0 fetches of a forbidden redirect target, 0 fetches of robots-disallowed paths" in proc.stdout
     check_report_in_chromium(page, ALL_FIGURES, samples=24)
+
+    again = run("demo", "--quick", "--output", str(tmp_path / "again"), timeout=600)
+    assert again.returncode == 0, again.stdout + again.stderr
+    served = [re.search(r"img0\.openwit-demo\.test on (127\.0\.0\.\d+:\d+)", p.stdout) for p in (proc, again)]
+    assert all(served), "the demo names the loopback address each host is served on"
+    patterns = ("curate/curated/*.parquet", "shards/*.tar", "shards/index/*.parquet", "train/final_weights.pt")
+    a, b = _digests(tmp_path / "demo", patterns), _digests(tmp_path / "again", patterns)
+    assert a == b and len(a) >= 4 and any(k.endswith(".tar") for k in a) and "train/final_weights.pt" in a
+    urls = schemas.read_table(tmp_path / "demo" / "curate" / "curated", schemas.CURATED)[C.URL].to_pylist()
+    assert urls and all(u.startswith("http://img") and ".openwit-demo.test/" in u for u in urls)
 
 
 def test_ctrl_c_ends_a_running_job_in_one_line(tmp_path):

@@ -15,7 +15,7 @@ import pytest
 import schemas
 from schemas import columns as C
 from pipeline.netguard import (DEFAULT_USER_AGENT, AddressPolicy, ForbiddenAddress, RobotsDisallowed, TooLarge,
-                               build_opener, why_forbidden)
+                               build_opener, parse_connect_to, why_forbidden)
 from pipeline.robots import RobotsCache
 from pipeline.synth import crawl
 
@@ -160,3 +160,55 @@ def test_requests_per_host_are_bounded(web, rows):
     with ThreadPoolExecutor(6) as pool:
         list(pool.map(lambda u: opener.open(u, timeout=5).read(), urls))
     assert 1 <= peak[0] <= 2
+
+
+@pytest.mark.parametrize("entry, why", [
+    ("img.test:80:127.0.0.1", "expected HOST:PORT:ADDRESS:PORT"),
+    ("img.test:80:127.0.0.1:0", "ports must be numbers from 1 to 65535"),
+    ("img.test:http:127.0.0.1:8080", "ports must be numbers"),
+    ("img.test:80:127.0.0.1:8080:9", "expected HOST:PORT:ADDRESS:PORT"),
+    (":80:127.0.0.1:8080", "expected HOST:PORT:ADDRESS:PORT"),
+])
+def test_connect_to_entries_are_checked(entry, why):
+    with pytest.raises(ValueError, match=why) as err:
+        parse_connect_to(entry)
+    assert "\n" not in str(err.value)
+
+
+def test_connect_to_parses_names_addresses_and_ipv6():
+    assert parse_connect_to("IMG.Example.test.:80:[::1]:8080") == ("img.example.test", 80, "::1", 8080)
+    assert parse_connect_to("[2001:db8::1]:443:127.0.0.1:8443") == ("2001:db8::1", 443, "127.0.0.1", 8443)
+
+
+def test_connect_to_keeps_the_url_and_host_header_and_checks_the_address_it_connects_to():
+    """A named host served on a loopback port: reached only through its route, with its own
+    Host header, and only once the address it routes to is allowed (port included)."""
+    from tests.pipeline.hostile import ForwardProxy, HostileServer, send
+
+    server = HostileServer("127.0.0.1")
+    server.routes["/host"] = lambda h: send(h, 200, h.headers["Host"].encode(), "text/plain")
+    server.routes["/hop"] = lambda h: send(h, 302, b"", "text/plain", {"Location": "/host"})
+    proxy = ForwardProxy()
+    route = f"img1.openwit-demo.test:80:{server.address}"
+    try:
+        allowed = AddressPolicy.from_strings([server.address], connect_to=[route])
+        with build_opener(allowed).open("http://img1.openwit-demo.test/hop", timeout=5) as resp:
+            assert resp.read() == b"img1.openwit-demo.test" and resp.geturl() == "http://img1.openwit-demo.test/host"
+        # the address routed to is checked like any other: loopback needs --allow, on its port
+        for policy in (AddressPolicy.from_strings([], connect_to=[route]),
+                       AddressPolicy.from_strings(["127.0.0.1:1"], connect_to=[route])):
+            with pytest.raises(ForbiddenAddress, match=rf"img1.openwit-demo.test:80 \(connecting to "
+                                                       rf"{server.address}\) is 127.0.0.1"):
+                build_opener(policy).open("http://img1.openwit-demo.test/host", timeout=5)
+        # another port of the same name is not routed (and the name does not resolve)
+        with pytest.raises(urllib.error.URLError, match="cannot resolve img1.openwit-demo.test"):
+            build_opener(allowed).open("http://img1.openwit-demo.test:8080/host", timeout=5)
+        # through a proxy, the proxy is asked for the routed address and port, not the name
+        with build_opener(allowed, proxy=proxy.url).open("http://img1.openwit-demo.test/host", timeout=5) as resp:
+            assert resp.read() == b"img1.openwit-demo.test"
+        assert proxy.asked == [f"GET http://{server.address}/host"]
+        assert server.hits["/host"] == 2 and server.hits["/hop"] == 1
+    finally:
+        server.close()
+        proxy.shutdown()
+        proxy.server_close()
