@@ -19,6 +19,7 @@ import torch
 from deepspeed.utils import safe_get_full_fp32_param, safe_set_full_fp32_param
 
 from schemas import UserError
+from trainer import models
 from trainer.config import TrainConfig, merged
 
 
@@ -33,22 +34,6 @@ def init_distributed() -> tuple[int, int]:
     backend = "nccl" if torch.cuda.is_available() else "gloo"
     deepspeed.init_distributed(dist_backend=backend)
     return torch.distributed.get_rank(), torch.distributed.get_world_size()
-
-
-def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
-    """Decay on weight matrices only: not on gains, biases, embeddings, class/position
-    tokens or the temperature. This is openwit's choice, not open_clip's: open_clip exempts
-    only 1-d parameters, norms, biases and the logit scale, so it does decay the positional
-    and token embeddings."""
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        if p.ndim < 2 or "logit_scale" in name or "logit_bias" in name or "embedding" in name or "token" in name:
-            no_decay.append(p)
-        else:
-            decay.append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
 def ds_config(cfg: TrainConfig) -> dict:
@@ -69,7 +54,7 @@ def ds_config(cfg: TrainConfig) -> dict:
 def initialize(model: torch.nn.Module, cfg: TrainConfig):
     if cfg.grad_checkpointing:
         model.set_grad_checkpointing(True)
-    optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.learning_rate(1),
+    optimizer = torch.optim.AdamW(models.param_groups(model, cfg.weight_decay), lr=cfg.learning_rate(1),
                                   betas=tuple(cfg.betas), eps=cfg.eps)
     try:
         engine, optimizer, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, config=ds_config(cfg))

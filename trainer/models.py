@@ -71,3 +71,19 @@ def image_size(name: str) -> int:
 
 def describe(name: str) -> str:
     return json.dumps(model_config(name), sort_keys=True)
+
+
+def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """Decay on weight matrices only: not on gains, biases, embeddings, class/position
+    tokens or the temperature. This is openwit's choice, not open_clip's: open_clip exempts
+    only 1-d parameters, norms, biases and the logit scale, so it does decay the positional
+    and token embeddings."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        if p.ndim < 2 or "logit_scale" in name or "logit_bias" in name or "embedding" in name or "token" in name:
+            no_decay.append(p)
+        else:
+            decay.append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
