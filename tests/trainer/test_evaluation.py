@@ -3,13 +3,15 @@ hand-made case, a linear probe that separates separable features."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from open_clip.zero_shot_classifier import build_zero_shot_classifier
 
-from trainer import evaluation, models
+from trainer import evaltasks, evaluation, models
 
 
 def test_classifier_equals_open_clip_build_zero_shot_classifier():
@@ -242,3 +244,28 @@ def test_bad_retrieval_and_probe_inputs_name_the_file(tmp_path, suite):
     proc = _eval("--model", tmp_path / "nowhere", "--dataset", suite / "zeroshot_shape")
     assert proc.returncode == 2 and "neither an `openwit export` folder" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_export_records_letterboxing_and_open_clip_applies_it(tmp_path):
+    """An export for letterboxed training images carries resize_mode longest and fill 255 in
+    its preprocess_cfg, so open_clip's own loader (and `openwit eval` through it) pads a
+    non-square image on white, with no --resize-mode anywhere."""
+    import open_clip
+    from PIL import Image
+
+    from trainer import export, models
+
+    net = models.create("openwit-debug", seed=0)
+    export.write(net.state_dict(), models.model_config("openwit-debug"), str(tmp_path / "m"), {}, "longest")
+    cfg = json.loads((tmp_path / "m" / "open_clip_config.json").read_text())["preprocess_cfg"]
+    assert cfg["resize_mode"] == "longest" and cfg["fill_color"] == 255
+    models.register()
+    _, _, preprocess = open_clip.create_model_and_transforms(f"local-dir:{tmp_path / 'm'}")
+    size = cfg["size"]
+    wide = preprocess(Image.new("RGB", (size * 4, size), (0, 0, 0)))  # black, four times wider than tall
+    mean, std = torch.tensor(cfg["mean"]).view(3, 1), torch.tensor(cfg["std"]).view(3, 1)
+    pixels = wide.reshape(3, -1) * std + mean
+    white = (pixels > 0.99).all(0).float().mean().item()
+    assert 0.70 < white < 0.80, white  # the letterbox: 3/4 of the square is white padding
+    _, default, _ = evaltasks.load_model(str(tmp_path / "m"))
+    assert torch.equal(default(Image.new("RGB", (size * 4, size))), wide)
