@@ -261,7 +261,7 @@ def test_export_records_letterboxing_and_open_clip_applies_it(tmp_path):
     assert cfg["resize_mode"] == "longest" and cfg["fill_color"] == 255
     models.register()
     _, _, preprocess = open_clip.create_model_and_transforms(f"local-dir:{tmp_path / 'm'}")
-    size = cfg["size"]
+    size = cfg["size"]  # not-a-column
     wide = preprocess(Image.new("RGB", (size * 4, size), (0, 0, 0)))  # black, four times wider than tall
     mean, std = torch.tensor(cfg["mean"]).view(3, 1), torch.tensor(cfg["std"]).view(3, 1)
     pixels = wide.reshape(3, -1) * std + mean
