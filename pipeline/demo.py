@@ -118,6 +118,11 @@ def goal(records: list[dict]) -> str:
 STEPS = 11
 
 
+def budget(pages: int) -> int:
+    """The final per-query budget t: small enough that balancing visibly acts on the head queries."""
+    return max(50, pages // 10)
+
+
 def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     pages, sample = (300, 8) if args.quick else (args.pages, args.sample)
@@ -138,7 +143,7 @@ def main(argv: list[str]) -> int:
     started = time.perf_counter()
     cfg, manifest, truth = synthesize(out, pages, args.seed)
     probe_ok, bad = probe_links(cfg, truth, sample)
-    t_budget = max(50, pages // 10)
+    t_budget = budget(pages)
     extracted, curated = extract_and_curate(out, paths, t_budget)
     downloaded = download_images(cfg, paths)
     deduped, sharded = dedupe_and_shard(out, paths, t_budget)
