@@ -499,7 +499,8 @@ def run(argv: list[str] | None = None) -> dict:
              if args.balance == "online" else None,
              "shards": n_shards, "samples_per_shard": args.samples_per_shard,
              "seed": args.seed, "bytes": sum(s["bytes"] for s in per_shard), "stale_files_removed": stale,
-             "image_preprocessing": (_stage_stats(args.images, "download_stats.json") or {}).get("image_preprocessing"),
+             "image_preprocessing": (_stage_stats(args.images, schemas.run.stage(schemas.run.DOWNLOAD).ledger) or {})
+             .get("image_preprocessing"),
              "command": command, "schema_version": schemas.SCHEMA_VERSION}
     fileio.write_json(fileio.join(args.output, STATS_FILE), stats)
     card = dataset_card(args, stats, per_shard)

@@ -13,14 +13,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from trainer import evaluation, evalsets, models
+from trainer import evaluation, evalsets, export, models
 
 TASKS = ("zeroshot", "retrieval", "linear_probe")
 # CLIP_benchmark's names of the tasks, as its result records carry them
 CLIP_BENCHMARK_TASKS = {"zeroshot": "zeroshot_classification", "retrieval": "zeroshot_retrieval",
                         "linear_probe": "linear_probe"}
 TASK_ALIASES = {**{v: k for k, v in CLIP_BENCHMARK_TASKS.items()}, **{k: k for k in TASKS}}
-RESIZE_MODES = ("shortest", "longest", "squash")
+RESIZE_MODES = export.RESIZE_MODES
 
 
 def preprocess_for(size: int, resize_mode: str):
@@ -29,7 +29,7 @@ def preprocess_for(size: int, resize_mode: str):
     import open_clip
 
     return open_clip.image_transform(size, is_train=False, resize_mode=resize_mode,
-                                     fill_color=255 if resize_mode == "longest" else 0)
+                                     fill_color=export.fill_color(resize_mode))
 
 
 def load_pretrained(name: str, checkpoint: str, resize_mode: str | None = None):
@@ -62,8 +62,6 @@ def load_model(path: str, resize_mode: str | None = None, pretrained: str | None
         return load_pretrained(path, pretrained, resize_mode)
     root = Path(path)
     if (root / "open_clip_config.json").is_file():
-        from trainer import export
-
         model, preprocess, tokenizer = export.load_exported(path)
         if resize_mode:
             size = json.loads((root / "open_clip_config.json").read_text())["model_cfg"]["vision_cfg"]["image_size"]

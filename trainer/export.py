@@ -50,14 +50,20 @@ def export(run: str, output: str, tag: str = "latest") -> dict:
     return {"tag": tag, "step": meta["step"], "output": out, "tensors": len(state)}
 
 
-RESIZE_MODES = ("shortest", "longest", "squash")
+RESIZE_MODES = ("shortest", "longest", "squash")  # open_clip's
+
+
+def fill_color(resize_mode: str) -> int:
+    """The padding of a resize mode: a letterbox ('longest') is white, as img2dataset's border
+    resize makes it."""
+    return 255 if resize_mode == "longest" else 0
 
 
 def preprocess_cfg(size: int, resize_mode: str) -> dict:
     """open_clip's preprocess_cfg: 'longest' letterboxes on white, as img2dataset's border
     resize made the training images; 'shortest' resizes and centre-crops."""
     return {"size": size, "mean": list(MEAN), "std": list(STD), "interpolation": "bicubic",  # not-a-column
-            "resize_mode": resize_mode, "fill_color": 255 if resize_mode == "longest" else 0}
+            "resize_mode": resize_mode, "fill_color": fill_color(resize_mode)}
 
 
 def write(state: dict, model_config: dict, out: str, about: dict, resize_mode: str = "shortest") -> None:
