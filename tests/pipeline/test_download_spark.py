@@ -114,7 +114,9 @@ def test_a_rerun_after_the_driver_is_killed_finishes_without_redoing_finished_sh
                                                                                      spark_master, tmp_path):
     folder, faults = curated
     out = tmp_path / "out"
-    common = ["--input", str(folder), "--allow", "127.0.0.0/8", "--threads", "2", "--timeout", "1", "--retries", "1",
+    # a generous timeout: this test is about the rerun, and a loaded 2-core machine can take
+    # more than a second to serve a good image (the slow fault, 2 s, then succeeds too)
+    common = ["--input", str(folder), "--allow", "127.0.0.0/8", "--threads", "2", "--timeout", "10", "--retries", "1",
               "--image-size", "32", "--samples-per-shard", "4", "--hang-grace", "5", *_spark(spark_master),
               "--output", str(out)]
     proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "download", *common], start_new_session=True,
@@ -133,8 +135,10 @@ def test_a_rerun_after_the_driver_is_killed_finishes_without_redoing_finished_sh
     for s, st in tars.items():  # finished shards were not fetched or written again
         now = (out / "_staging" / f"{s}.tar").stat()
         assert (now.st_ino, now.st_mtime_ns, now.st_size) == (st.st_ino, st.st_mtime_ns, st.st_size), s
-    want = {uid for uid, (fault, kind) in faults.items() if kind != "svg" and EXPECTED[fault] is None}
-    assert {uid for uid, status, _, _ in _records(out) if status == "success"} == want
+    want = {uid for uid, (fault, kind) in faults.items() if kind != "svg" and (EXPECTED[fault] is None or fault == "slow")}
+    got = {uid: (status, reason) for uid, status, reason, _ in _records(out)}
+    wrong = {faults[uid]: got[uid] for uid in faults if (got[uid][0] == "success") != (uid in want)}
+    assert not wrong, wrong
     assert resumed["in"] == len(faults) and resumed["missing_from_img2dataset"] == 0
 
 
