@@ -14,7 +14,9 @@ device), in a plain loop with the images on the device, once per PLAN entry
 ({"steps", "seed", "batch", "lr", "warmup", "cooldown", "wd", "temp", "crop", "schedule",
 "every"}), and evaluates with `openwit train`'s own periodic evaluation (letterboxed
 images). One JSON line per run: the final and the periodic (step, shape top-1, colour
-top-1). It is a replica of the trainer's arithmetic for sweeping on a GPU, not the
+top-1). Plan entries may also change the model: "image" (its image size; crops are
+resized to it), "text_layers", and "lock_tokens" (train with the token embedding as
+initialised). It is a replica of the trainer's arithmetic for sweeping on a GPU, not the
 trainer: figures differ from a DeepSpeed run on CPU in the draws, not in the recipe.
 """
 
@@ -79,9 +81,10 @@ def sweep(data: str, plan: list[dict], device: str) -> None:
     tokenizer = models.tokenizer("openwit-debug-rn")
     texts = tokenizer([t for _, t in items]).to(device)
     mean, std = (torch.tensor(v, device=device).view(1, 3, 1, 1) for v in (MEAN, STD))
-    evaluate = evaltasks.Periodic(os.path.join(data, "suite"), 64, "longest", tokenizer)
+    evaluators: dict[int, evaltasks.Periodic] = {}
+    base = models.model_config("openwit-debug-rn")
 
-    def crops(idx, gen, scale):
+    def crops(idx, gen, scale, out_side):
         b, side = len(idx), images.shape[-1]
         uniform = lambda: torch.rand(b, generator=gen, device=device)  # noqa: E731
         area = side * side * (scale[0] + (scale[1] - scale[0]) * uniform())
@@ -89,13 +92,22 @@ def sweep(data: str, plan: list[dict], device: str) -> None:
         w, h = torch.sqrt(area * ratio).clamp(max=side), torch.sqrt(area / ratio).clamp(max=side)
         x, y = (side - w) * uniform(), (side - h) * uniform()
         boxes = torch.stack([torch.arange(b, device=device, dtype=torch.float), x, y, x + w, y + h], 1)
-        out = roi_align(images[idx].float() / 255, boxes, output_size=side, sampling_ratio=2, aligned=True)
+        out = roi_align(images[idx].float() / 255, boxes, output_size=out_side, sampling_ratio=2, aligned=True)
         return (out - mean) / std
 
     for c in plan:
         seed, batch, lr, total = c.get("seed", 0), c.get("batch", 128), c.get("lr", 2e-3), c["steps"]
         warmup, cooldown_start = c.get("warmup", 20), total - max(1, round(c.get("cooldown", 0.15) * total))
-        model = models.create("openwit-debug-rn", c.get("temp", 0.07), "clip", seed).to(device)
+        side = c.get("image", base["vision_cfg"]["image_size"])
+        model = models.create("openwit-debug-rn", c.get("temp", 0.07), "clip", seed,
+                              vision_cfg={**base["vision_cfg"], "image_size": side},
+                              text_cfg={**base["text_cfg"], "layers": c.get("text_layers", base["text_cfg"]["layers"])})
+        model = model.to(device)
+        if c.get("lock_tokens"):
+            model.token_embedding.weight.requires_grad_(False)
+        if side not in evaluators:
+            evaluators[side] = evaltasks.Periodic(os.path.join(data, "suite"), side, "longest", tokenizer)
+        evaluate = evaluators[side]
         opt = torch.optim.AdamW(param_groups(model, c.get("wd", 0.1)), lr=lr, betas=(0.9, 0.98), eps=1e-6)
         gen = torch.Generator(device=device)
         gen.manual_seed(1000 + seed)
@@ -114,7 +126,7 @@ def sweep(data: str, plan: list[dict], device: str) -> None:
                 rate = lr if step < cooldown_start else lr * (total - step) / (total - cooldown_start)
             for group in opt.param_groups:
                 group["lr"] = rate
-            image = F.normalize(model.encode_image(crops(idx, gen, tuple(c.get("crop", (0.9, 1.0))))), dim=-1)
+            image = F.normalize(model.encode_image(crops(idx, gen, tuple(c.get("crop", (0.9, 1.0))), side)), dim=-1)
             text = F.normalize(model.encode_text(texts[idx]), dim=-1)
             logits = model.logit_scale.exp().reshape(()) * image @ text.t()
             labels = torch.arange(len(idx), device=device)
@@ -127,6 +139,7 @@ def sweep(data: str, plan: list[dict], device: str) -> None:
             if (step + 1) % c.get("every", 100) == 0 or step + 1 == total:
                 e = evaluate(model, device=device)
                 curve.append((step + 1, round(e["zeroshot_shape/top1"], 3), round(e["zeroshot_colour/top1"], 3)))
+                print(json.dumps({"cfg": c, "at": curve[-1], "secs": round(time.time() - start, 1)}), flush=True)
         print(json.dumps({"cfg": c, "final": curve[-1], "secs": round(time.time() - start, 1), "curve": curve}),
               flush=True)
 

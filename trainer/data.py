@@ -415,6 +415,39 @@ def micro_batch_positions(plan: Plan, seed: int, step: int, micro: int, rank: in
     return cache["order"](np.arange(start, start + micro_batch))
 
 
+def tar_members(blob: bytes) -> list[tuple[str, bytes]]:
+    """(path, bytes) of the regular files in ``blob``, a run of tar members (one sample's).
+    Plain ustar headers, as openwit's shards have, are read here, their checksums checked;
+    anything else (pax or GNU long names, base-256 sizes) goes through tarfile."""
+    out, pos, end = [], 0, len(blob)
+    while pos + 512 <= end:
+        header = blob[pos:pos + 512]
+        if header == _ZERO_BLOCK:
+            break
+        if header[156:157] not in (b"0", b"\0") or header[124] & 0x80:
+            return _tar_members_slow(blob)
+        stored = int(header[148:156].strip(b"\0 ") or b"0", 8)
+        if stored != sum(header[:148]) + 256 + sum(header[156:]):  # the checksum field counts as 8 spaces
+            raise ValueError(f"bad tar header checksum at byte {pos}")
+        size = int(header[124:136].strip(b"\0 ") or b"0", 8)
+        name = header[:100].split(b"\0", 1)[0]
+        if header[257:265] == b"ustar\x0000" and header[345] != 0:  # POSIX ustar (GNU's keeps times there)
+            name = header[345:500].split(b"\0", 1)[0] + b"/" + name
+        if pos + 512 + size > end:
+            raise ValueError("truncated tar member")
+        out.append((name.decode("utf-8", "surrogateescape"), blob[pos + 512:pos + 512 + size]))
+        pos += 512 + -(-size // 512) * 512
+    return out
+
+
+_ZERO_BLOCK = bytes(512)
+
+
+def _tar_members_slow(blob: bytes) -> list[tuple[str, bytes]]:
+    with tarfile.open(fileobj=io.BytesIO(blob + b"\0" * 1024), mode="r:") as t:
+        return [(m.name, t.extractfile(m).read()) for m in t if m.isfile()]
+
+
 def member_key(path: str) -> tuple[str, str]:
     """(sample key, lower-case extension) of a tar member, as webdataset splits them: the
     key is the path up to the first dot of the file name."""
@@ -483,14 +516,13 @@ class RankStream(torch.utils.data.IterableDataset):
         fh.seek(offset)
         blob = fh.read(size)
         key = image = text = None
-        with tarfile.open(fileobj=io.BytesIO(blob + b"\0" * 1024), mode="r:") as t:
-            for member in t:
-                name, ext = member_key(member.name)
-                key = key or name
-                if ext in IMAGE_EXTS and image is None:
-                    image = t.extractfile(member).read()
-                elif ext == "txt":
-                    text = t.extractfile(member).read().decode("utf-8")
+        for path, payload in tar_members(blob):
+            name, ext = member_key(path)
+            key = key or name
+            if ext in IMAGE_EXTS and image is None:
+                image = payload
+            elif ext == "txt":
+                text = payload.decode("utf-8")
         if image is None or text is None:
             raise ValueError("sample lacks an image or a caption")
         return key, image, text
@@ -509,8 +541,10 @@ def encode(stream, samples: list[tuple[str, bytes | None, str | None]], epoch: i
     """One micro-batch from (uid, image bytes, caption) samples: decoded, augmented with
     draws from (seed, epoch, uid), normalised, tokenised; a sample that cannot be read or
     decoded is a zero image marked invalid (the loss leaves it out)."""
-    images, texts, valid, uids = [], [], [], []
-    for uid, data, text in samples:
+    side = stream.image_size
+    pixels = np.zeros((len(samples), side, side, 3), dtype=np.uint8)  # decoded into one NHWC batch
+    texts, valid, uids = [], [], []
+    for n, (uid, data, text) in enumerate(samples):
         try:
             if data is None or text is None:
                 raise ValueError("unreadable sample")
@@ -518,21 +552,28 @@ def encode(stream, samples: list[tuple[str, bytes | None, str | None]], epoch: i
                 img = im.convert("RGB")
             if stream.augment:
                 rng = _draw(stream.seed, epoch, uid)
-                img = random_resized_crop(img, stream.image_size, stream.crop_scale, rng)
+                img = random_resized_crop(img, side, stream.crop_scale, rng)
                 if stream.grayscale and rng.random() < stream.grayscale:
                     img = img.convert("L").convert("RGB")
             else:
-                img = TF.resize(img, [stream.image_size, stream.image_size], antialias=True)
-            images.append(TF.normalize(TF.to_tensor(img), MEAN, STD))
+                img = TF.resize(img, [side, side], antialias=True)
+            pixels[n] = np.asarray(img)
             texts.append(text)
             valid.append(True)
         except Exception:  # noqa: BLE001 - undecodable image: skipped, counted
-            images.append(torch.zeros(3, stream.image_size, stream.image_size))
             texts.append("")
             valid.append(False)
         uids.append(uid)
-    return {"images": torch.stack(images), "tokens": stream.tokenizer(texts),
-            "valid": torch.tensor(valid, dtype=torch.bool), "uids": uids, "step": step, "micro": micro}
+    mask = torch.tensor(valid, dtype=torch.bool)
+    # to_tensor's and normalize's arithmetic, once for the batch (NCHW view of NHWC memory:
+    # channels-last); an invalid sample is a zero image
+    images = torch.from_numpy(pixels).permute(0, 3, 1, 2).float().div_(255)
+    images.sub_(_MEAN).div_(_STD).masked_fill_(~mask.view(-1, 1, 1, 1), 0.0)
+    return {"images": images, "tokens": stream.tokenizer(texts), "valid": mask, "uids": uids, "step": step,
+            "micro": micro}
+
+
+_MEAN, _STD = (torch.tensor(v).view(1, 3, 1, 1) for v in (MEAN, STD))
 
 
 def loader(stream: RankStream, workers: int) -> torch.utils.data.DataLoader:

@@ -130,9 +130,13 @@ def consolidated_state_dict(folder: str, tag: str) -> dict:
     from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 
     path = os.path.join(folder, tag)
+    module = torch.load(os.path.join(path, "mp_rank_00_model_states.pt"), map_location="cpu",
+                        weights_only=False)["module"]
     if glob.glob(os.path.join(path, "*optim_states.pt")) and glob.glob(os.path.join(path, "*zero_pp_rank_*")):
         state = get_fp32_state_dict_from_zero_checkpoint(folder, tag=tag)
+        # ZeRO-1 keeps frozen parameters (a locked token embedding) only in the module's state,
+        # in the precision training held them; ZeRO-2 and 3 also save them for the consolidation
+        state.update({k: v for k, v in module.items() if k not in state and v.numel()})
     else:
-        state = torch.load(os.path.join(path, "mp_rank_00_model_states.pt"), map_location="cpu",
-                           weights_only=False)["module"]
+        state = module
     return {k: v.detach().float().cpu().contiguous() for k, v in state.items()}

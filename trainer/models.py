@@ -44,11 +44,13 @@ class _QuietNoPretrained(logging.Filter):
         return "No pretrained weights loaded" not in record.getMessage()
 
 
-def create(name: str, init_temperature: float = 0.07, loss: str = "clip", seed: int = 0) -> torch.nn.Module:
-    """A freshly initialised open_clip model (same weights for the same seed)."""
+def create(name: str, init_temperature: float = 0.07, loss: str = "clip", seed: int = 0,
+           **overrides) -> torch.nn.Module:
+    """A freshly initialised open_clip model (same weights for the same seed); ``overrides``
+    replace top-level entries of its config (``vision_cfg=...``, as open_clip's own)."""
     model_config(name)
     torch.manual_seed(seed)
-    kwargs = {"nonscalar_logit_scale": True, "init_logit_scale": math.log(1 / init_temperature)}
+    kwargs = {"nonscalar_logit_scale": True, "init_logit_scale": math.log(1 / init_temperature), **overrides}
     if loss == "siglip":
         kwargs.update(init_logit_scale=math.log(10), init_logit_bias=-10.0)
     quiet = _QuietNoPretrained()
@@ -57,6 +59,17 @@ def create(name: str, init_temperature: float = 0.07, loss: str = "clip", seed: 
         return open_clip.create_model(name, pretrained=None, **kwargs)
     finally:
         logging.getLogger().removeFilter(quiet)
+
+
+def lock_token_embedding(model: torch.nn.Module) -> int:
+    """Keep the text tower's token embedding as initialised (no gradient, no optimizer
+    state); returns how many parameters that locks."""
+    locked = [p for n, p in model.named_parameters() if n.endswith("token_embedding.weight")]
+    if not locked:
+        raise ValueError(f"{type(model).__name__} has no token embedding to lock")
+    for p in locked:
+        p.requires_grad_(False)
+    return sum(p.numel() for p in locked)
 
 
 def tokenizer(name: str):

@@ -102,6 +102,14 @@ def run(cfg: TrainConfig, resume: str | None = None) -> dict:
     stop_at = int(cfg.extra.get("stop_at", 0)) or plan.total_steps
 
     model = models.create(cfg.model, cfg.init_temperature, cfg.loss, cfg.seed)
+    if cfg.lock_token_embedding:
+        try:
+            models.lock_token_embedding(model)
+        except ValueError as e:
+            raise schemas.UserError(f"lock_token_embedding: {e} (model {cfg.model})") from None
+    # image batches in NHWC order: the convolutions then run channels-last (the weights stay as
+    # they are, which DeepSpeed's broadcast and ZeRO's flat buffers need)
+    layout = torch.channels_last if cfg.channels_last else torch.contiguous_format
     eng, optimizer = engine.initialize(model, cfg)
     device = eng.device
     dtype = torch.bfloat16 if cfg.precision == "bf16" else torch.float32
@@ -184,7 +192,7 @@ def run(cfg: TrainConfig, resume: str | None = None) -> dict:
             wait += t1 - t0
             valid = batch["valid"].to(device)
             invalid += int((~batch["valid"]).sum())
-            out_ = eng(batch["images"].to(device, dtype), batch["tokens"].to(device))
+            out_ = eng(batch["images"].to(device, dtype, memory_format=layout), batch["tokens"].to(device))
             if cfg.loss == "siglip":
                 loss = siglip_loss(out_[0], out_[1], out_[2], out_[3], valid)
             else:

@@ -112,3 +112,20 @@ def test_balance_is_auto_online_or_off():
     assert load("debug", None, []).balance == "auto" and load("debug", None, ["balance=off"]).balance == "off"
     with pytest.raises(ConfigError, match="balance: expected auto, online or off, got 'last'"):
         load("debug", None, ["balance=last"])
+
+
+def test_locking_the_token_embedding_takes_it_out_of_the_optimizer():
+    import torch
+
+    from trainer import models
+
+    model = models.create("openwit-debug-rn")
+    assert models.lock_token_embedding(model) == 49_408 * 128
+    trained = {id(p) for group in models.param_groups(model, 0.1) for p in group["params"]}
+    assert id(model.token_embedding.weight) not in trained and id(model.positional_embedding) in trained
+    with pytest.raises(ValueError, match="no token embedding"):
+        models.lock_token_embedding(torch.nn.Linear(2, 2))
+    assert load("debug").lock_token_embedding and load("debug").channels_last
+    assert not load("vit-b-32").lock_token_embedding
+    with pytest.raises(ConfigError, match="lock_token_embedding: expected true or false"):
+        load("debug", None, ["lock_token_embedding=maybe"])

@@ -350,3 +350,40 @@ def test_online_balancing_refuses_mixed_or_unusable_keep_probabilities(tmp_path)
         data.Index.load(str(bad), str(tmp_path / "cache"))
     with pytest.raises(schemas.UserError, match="an epoch of 3 samples after online balancing"):
         data.Plan.make(1000, 64, 1, 0, {"expected": 3.0, "variance": 0.0})
+
+
+def _tar_blob(members: list[tuple[str, bytes]], fmt: int) -> bytes:
+    import io
+    import tarfile
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=fmt) as tf:
+        for name, payload in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(payload)
+            tf.addfile(info, io.BytesIO(payload))
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("fmt", ["ustar", "gnu", "pax"])
+def test_a_samples_tar_members_read_as_tarfile_reads_them(fmt):
+    import tarfile
+
+    long = "deep/" * 25 + "0001.jpg"  # over 100 bytes: ustar's prefix field, GNU's or pax's long name
+    members = [("0001.jpg", b"\xff\xd8" + bytes(range(256)) * 3), ("0001.txt", "a red circle, é".encode()),
+               ("0001.json", b""), (long, b"x" * 513)]
+    blob = _tar_blob(members, {"ustar": tarfile.USTAR_FORMAT, "gnu": tarfile.GNU_FORMAT,
+                               "pax": tarfile.PAX_FORMAT}[fmt])
+    assert data.tar_members(blob) == members
+    assert data.tar_members(blob[:len(blob) - 1024]) == members  # no end-of-archive blocks: a sample's slice
+
+
+def test_a_damaged_tar_header_or_member_is_an_error_not_a_sample():
+    import tarfile
+
+    blob = bytearray(_tar_blob([("0001.jpg", b"\xff" * 600), ("0001.txt", b"cap")], tarfile.USTAR_FORMAT))
+    with pytest.raises(ValueError, match="truncated"):
+        data.tar_members(bytes(blob[:1024]))  # the jpg's 600 bytes cut short
+    blob[10] ^= 1  # a flipped bit in the first header's name
+    with pytest.raises(ValueError, match="checksum"):
+        data.tar_members(bytes(blob))

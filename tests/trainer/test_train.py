@@ -191,6 +191,26 @@ def test_temperature_clamp_holds_on_the_fp32_master_under_bf16_zero2(shards, tmp
     export.export(str(out), str(tmp_path / "export"))
     master = torch.load(tmp_path / "export" / "model.pt")["logit_scale"]
     assert float(master.exp()) <= 20.0 * (1 + 1e-6)
+    # the recipe's locked token embedding survives ZeRO-2's consolidation: the initial weights
+    # in the precision the run held them (bf16)
+    from trainer import models
+
+    initial = models.create("openwit-debug", 0.02).state_dict()["token_embedding.weight"]
+    exported = torch.load(tmp_path / "export" / "model.pt")["token_embedding.weight"]
+    assert torch.equal(exported, initial.bfloat16().float())
+
+
+def test_a_locked_token_embedding_stays_as_initialised_and_an_unlocked_one_learns(shards, tmp_path):
+    from trainer import models
+
+    initial = models.create("openwit-debug").state_dict()
+    for lock in ("true", "false"):
+        out = tmp_path / lock
+        train(shards, out, "steps=3", "micro_batch=8", "zero_stage=0", "precision=fp32", f"lock_token_embedding={lock}")
+        final = weights(out)
+        assert json.loads((out / "config.json").read_text())["lock_token_embedding"] is (lock == "true")
+        assert torch.equal(final["token_embedding.weight"], initial["token_embedding.weight"]) is (lock == "true")
+        assert not torch.equal(final["positional_embedding"], initial["positional_embedding"])
 
 
 def test_export_round_trip_through_open_clip(shards, tmp_path):
