@@ -135,7 +135,8 @@ def test_a_rerun_after_the_driver_is_killed_finishes_without_redoing_finished_sh
     for s, st in tars.items():  # finished shards were not fetched or written again
         now = (out / "_staging" / f"{s}.tar").stat()
         assert (now.st_ino, now.st_mtime_ns, now.st_size) == (st.st_ino, st.st_mtime_ns, st.st_size), s
-    want = {uid for uid, (fault, kind) in faults.items() if kind != "svg" and (EXPECTED[fault] is None or fault == "slow")}
+    want = {uid for uid, (fault, kind) in faults.items()
+            if kind != "svg" and (EXPECTED[fault] is None or fault == "slow")}
     got = {uid: (status, reason) for uid, status, reason, _ in _records(out)}
     wrong = {faults[uid]: got[uid] for uid in faults if (got[uid][0] == "success") != (uid in want)}
     assert not wrong, wrong
