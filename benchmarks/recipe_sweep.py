@@ -104,7 +104,7 @@ def sweep(data: str, plan: list[dict], device: str) -> None:
                               text_cfg={**base["text_cfg"], "layers": c.get("text_layers", base["text_cfg"]["layers"])})
         model = model.to(device)
         if c.get("lock_tokens"):
-            model.token_embedding.weight.requires_grad_(False)
+            models.lock_token_embedding(model)
         if side not in evaluators:
             evaluators[side] = evaltasks.Periodic(os.path.join(data, "suite"), side, "longest", tokenizer)
         evaluate = evaluators[side]
