@@ -10,6 +10,7 @@ and saves/loads checkpoints.
 
 from __future__ import annotations
 
+import importlib
 import math
 import os
 import socket
@@ -32,8 +33,16 @@ def init_distributed() -> tuple[int, int]:
                 s.bind(("127.0.0.1", 0))
                 os.environ["MASTER_PORT"] = str(s.getsockname()[1])
     backend = "nccl" if torch.cuda.is_available() else "gloo"
+    # DeepSpeed's torch backend JIT-builds (24 s on a 2-core machine's first run) and starts a
+    # shared-memory all-reduce that only its inference path (inference_all_reduce) uses; training's
+    # collectives are the process group's, so it is not built
+    importlib.import_module("deepspeed.comm.torch").build_shm_op = _no_shm_op  # the module, not comm's torch
     deepspeed.init_distributed(dist_backend=backend)
     return torch.distributed.get_rank(), torch.distributed.get_world_size()
+
+
+def _no_shm_op() -> None:
+    return None
 
 
 def ds_config(cfg: TrainConfig) -> dict:

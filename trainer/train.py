@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import glob
 import json
 import os
 import shutil
@@ -150,7 +149,7 @@ def run(cfg: TrainConfig, resume: str | None = None) -> dict:
                                      start_step, models.image_size(cfg.model), cfg.crop_scale,
                                      models.tokenizer(cfg.model), cfg.workers, cfg.shuffle_buffer,
                                      grayscale=cfg.grayscale)
-    batches = iter(data.loader(stream, cfg.workers))
+    batches = iter(data.loader(stream, cfg.workers, low_priority=device.type == "cpu"))
     writer = None
     os.makedirs(out, exist_ok=True)
     if rank == 0:
@@ -264,25 +263,7 @@ def run(cfg: TrainConfig, resume: str | None = None) -> dict:
                 torch.save(weights, fh)
         fileio.write_json(fileio.join(run_dir, "train_stats.json"), stats)
     dist.barrier()
-    if _local_rank() == 0:
-        _remove_shm_buffers()
     return stats
-
-
-SHM_BUFFERS = "/dev/shm/deepspeed_allreduce_buffer"
-
-
-def _remove_shm_buffers() -> None:
-    """Unlink the shared-memory buffers of DeepSpeed's CPU allreduce for this run (66 MB per
-    local rank, named by user, master address and port): DeepSpeed never unlinks them, so
-    every multi-rank CPU run would leave them in /dev/shm, in RAM, until the machine
-    restarts. The ranks still map them until they exit, which unlinking does not disturb."""
-    addr, port = os.environ.get("MASTER_ADDR"), os.environ.get("MASTER_PORT")
-    if not addr or not port:
-        return
-    for path in glob.glob(f"{SHM_BUFFERS}_{os.getuid()}_{glob.escape(addr)}_{glob.escape(port)}_*"):
-        with contextlib.suppress(OSError):
-            os.remove(path)
 
 
 def done_logs(done: int, cfg: TrainConfig, plan: data.Plan) -> bool:

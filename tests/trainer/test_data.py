@@ -34,6 +34,22 @@ def test_sequence_does_not_depend_on_workers_and_resumes_exactly(shards):
     assert _uids(_stream(shards, start=4), 2) == full[4:]
 
 
+class _Niceness(torch.utils.data.IterableDataset):
+    def __iter__(self):
+        yield os.nice(0)  # the worker's own priority
+
+
+def test_cpu_training_runs_its_data_workers_at_the_lowest_priority(shards):
+    assert set(data.loader(_Niceness(), 2, low_priority=True)) == {19}
+    assert set(data.loader(_Niceness(), 2)) == {os.nice(0)}
+    # the batches are the same whatever the workers' priority
+    low = [(b["uids"], b["images"], b["tokens"]) for b in data.loader(_stream(shards), 2, low_priority=True)]
+    plain = [(b["uids"], b["images"], b["tokens"]) for b in data.loader(_stream(shards), 0)]
+    assert len(low) == len(plain) == 6
+    for (u1, i1, t1), (u2, i2, t2) in zip(low, plain):
+        assert u1 == u2 and torch.equal(i1, i2) and torch.equal(t1, t2)
+
+
 def test_ranks_and_micro_batches_split_the_global_batch(shards):
     one = _uids(_stream(shards, micro=8, steps=3), 0)
     two = [_uids(_stream(shards, rank=r, world=2, micro=4, steps=3), 0) for r in range(2)]
