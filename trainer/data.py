@@ -580,8 +580,8 @@ def loader(stream: RankStream, workers: int, low_priority: bool = False) -> torc
     """The stream's batches from ``workers`` processes. ``low_priority``: the workers run at
     the lowest CPU priority (nice 19), for training on the CPU: they then take the cores when
     the step's threads leave them, rather than preempting those threads in the middle of
-    a parallel op, which stalls all of them (debug recipe on 2 cores: 520 against 482
-    samples/s, the same batches)."""
+    a parallel op, which stalls all of them (debug recipe on 2 cores: 1.01-1.08x, the same
+    batches; docs/benchmarks.md)."""
     return torch.utils.data.DataLoader(stream, batch_size=None, num_workers=workers,
                                        prefetch_factor=4 if workers else None, persistent_workers=False,
                                        worker_init_fn=_lowest_priority if workers and low_priority else None)
