@@ -15,12 +15,15 @@ Writes under --output:
                                   _staging/, where img2dataset writes, by atomic hard links)
     downloaded/NNNNN.parquet      DOWNLOADED: every curated row, with status and reason code
     rejects/NNNNN.parquet         REJECT rows for every row that is not a sample
+    rejects/unreported.parquet    REJECT rows for curated rows no shard reported (download_error)
     download_stats.json           the ledger: in = kept + sum(rejected by reason)
 
 img2dataset runs in its own process group under a watchdog that ends its known hang at the
 end of a job once every shard's stats file exists. Kill the stage at any moment and rerun
 it: finished shards are skipped (img2dataset's incremental mode), a killed run's partial
-shards are removed from _staging/ and redone, and shards/ never held a partial file.
+shards are removed from _staging/ and redone (also a shard that a killed run's straggling
+worker finished after the rerun removed its partial files), and shards/ never held a
+partial file.
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ STAGE = schemas.run.DOWNLOAD
 STATS_FILE = schemas.run.stage(STAGE).ledger
 SUCCESS = "success"
 DEFAULT_MAX_DECODE_MIB = 512
+REDO_PASSES = 2  # img2dataset reruns for shards left incomplete by a killed run's stragglers
 
 # img2dataset's error messages (and our guards' "<reason>: ..." ones) -> reason codes.
 _PATTERNS = [
@@ -104,20 +108,36 @@ def _curated_path(path: str) -> str:
     return inner if fileio.isdir(inner) else path
 
 
+SHARD_FILES = ("{}.tar", "{}.parquet", "{}_stats.json")  # img2dataset writes them in this order
+
+
+def _shard_of(name: str) -> str | None:
+    shard = name.split(".")[0].split("_")[0]
+    return shard if shard.isdigit() else None
+
+
+def complete_shards(names) -> set[str]:
+    """The shards whose tar, parquet and stats are all among ``names``."""
+    names = set(names)
+    return {s for s in map(_shard_of, names) if s and all(f.format(s) in names for f in SHARD_FILES)}
+
+
 def remove_partial_shards(shards: str) -> int:
-    """Delete the files of shards that never wrote their stats (a killed run's leftovers),
-    and img2dataset's _tmp input split: left over, it makes a resumed run look for shard
-    inputs under the old numbering and fail."""
+    """Delete the files of every shard that is not complete (a killed run's leftovers: no
+    stats yet, or a stats file whose tar or parquet is gone, which a killed run's straggling
+    writer leaves when it finishes a shard after the rerun removed its partial files), and
+    img2dataset's _tmp input split: left over, it makes a resumed run look for shard inputs
+    under the old numbering and fail. Returns the shards removed."""
     fileio.remove_tree(fileio.join(shards, "_tmp"))
     names = fileio.listdir(shards)
-    done = {n.removesuffix("_stats.json") for n in names if n.endswith("_stats.json")}
-    removed = 0
-    for name in names:
-        shard = name.split(".")[0].split("_")[0]
-        if shard.isdigit() and shard not in done:
+    done = complete_shards(names)
+    removed = set()
+    for name in sorted(names, key=lambda n: n.endswith("_stats.json")):  # stats last, as they are written
+        shard = _shard_of(name)
+        if shard and shard not in done:
             fileio.remove(fileio.join(shards, name))
-            removed += 1
-    return removed
+            removed.add(shard)
+    return len(removed)
 
 
 def _parser() -> Parser:
@@ -177,7 +197,8 @@ def _parser() -> Parser:
 
 
 def publish(staging: str, shards: str) -> int:
-    """Publish every shard img2dataset has finished (its stats file exists) into ``shards``.
+    """Publish every shard img2dataset has finished (its tar, parquet and stats exist) into
+    ``shards``.
 
     Each file appears under its final name in one step (a hard link renamed into place on
     a local disk, a server-side copy on object storage), stats last, so ``shards`` never
@@ -189,12 +210,11 @@ def publish(staging: str, shards: str) -> int:
     staged = fileio.listdir(staging)
     present = set(fileio.listdir(shards))
     count = 0
-    for stats in (n for n in staged if n.endswith("_stats.json")):
-        shard = stats.removesuffix("_stats.json")
-        if stats not in present:
-            for name in (f"{shard}.tar", f"{shard}.parquet", stats):
-                if name in staged:
-                    fileio.publish(fileio.join(staging, name), fileio.join(shards, name))
+    for shard in sorted(complete_shards(staged)):
+        names = [f.format(shard) for f in SHARD_FILES]
+        if not all(name in present for name in names):
+            for name in names:  # stats last: a shard is published once its stats file is
+                fileio.publish(fileio.join(staging, name), fileio.join(shards, name))
         count += 1
     return count
 
@@ -252,9 +272,21 @@ def run(argv: list[str]) -> dict:
     with fileio.atomic_local(log) if not fileio.is_local(log) else contextlib.nullcontext(log) as local_log:
         print(f"[download] img2dataset's own output goes to {log}", file=sys.stderr, flush=True)
         status = _run_watched(job, staging, shards, expected_shards, args.hang_grace, local_log)
+        # A killed earlier run's straggling worker (a Spark executor outlives its killed driver
+        # for a moment) can finish a shard whose partial files this run removed: a stats file
+        # with no tar or parquet, which img2dataset's incremental mode then counts as done.
+        # Such shards are removed and fetched again.
+        for _ in range(REDO_PASSES):
+            orphans = remove_partial_shards(staging)
+            if not orphans:
+                break
+            print(f"[download] {orphans} shard(s) left incomplete (a failed shard, or a killed run's straggler "
+                  f"finishing a shard this run had removed): fetching them again", file=sys.stderr, flush=True)
+            removed += orphans
+            status = _run_watched(job, staging, shards, expected_shards, args.hang_grace, local_log)
     seconds = time.perf_counter() - start
     published = publish(staging, shards)
-    stats = account(shards, out, curated.num_rows, set(curated[C.UID].to_pylist()))
+    stats = account(shards, out, curated.num_rows, dict(zip(curated[C.UID].to_pylist(), curated[C.URL].to_pylist())))
     stats.update({"partial_shards_removed": removed, "seconds": round(seconds, 2), "output": out,
                   "shards_expected": expected_shards, "shards_done": published, "img2dataset": status,
                   # what the images are, for the stages after: shard hands it to the trainer, whose export
@@ -380,8 +412,9 @@ def _kill_tree(pid: int) -> None:
                 proc.kill()
 
 
-def account(shards: str, out: str, expected: int, uids: set[str]) -> dict:
-    """DOWNLOADED and REJECT per shard from img2dataset's parquet, and the ledger."""
+def account(shards: str, out: str, expected: int, uids: dict[str, str]) -> dict:
+    """DOWNLOADED and REJECT per shard from img2dataset's parquet, REJECT rows for the curated
+    rows (``uids``: uid -> url) that no shard reported, and the ledger."""
     rejected: Counter = Counter()
     kept = 0
     seen: set[str] = set()
@@ -412,10 +445,14 @@ def account(shards: str, out: str, expected: int, uids: set[str]) -> dict:
                             fileio.join(out, "downloaded", f"{stem}.parquet"), schemas.DOWNLOADED)
         schemas.write_table(pa.Table.from_pylist(rejects, schema=schemas.REJECT),
                             fileio.join(out, "rejects", f"{stem}.parquet"), schemas.REJECT)
-    missing = len(uids - seen)
-    if missing:
-        rejected["download_error"] += missing  # rows img2dataset never reported: counted, not lost
-    return {"job": STAGE, "missing_from_img2dataset": missing,
+    missing = sorted(set(uids) - seen)
+    if missing:  # rows img2dataset never reported: counted and written as rejects, not lost
+        rejected["download_error"] += len(missing)
+    schemas.write_table(pa.Table.from_pylist(
+        [{C.STAGE: STAGE, C.REASON: "download_error", C.DETAIL: "img2dataset reported no row for it", C.UID: uid,
+          C.URL: uids[uid], C.DUPLICATE_OF: None, C.SOURCE_FILE: None, C.SOURCE_OFFSET: None} for uid in missing],
+        schema=schemas.REJECT), fileio.join(out, "rejects", "unreported.parquet"), schemas.REJECT)
+    return {"job": STAGE, "missing_from_img2dataset": len(missing),
             **schemas.run.ledger(STAGE, [schemas.run.step("fetch", expected, kept, rejected)])}
 
 

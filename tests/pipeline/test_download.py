@@ -11,7 +11,7 @@ import pytest
 import schemas
 from schemas import columns as C
 from pipeline import download
-from tests.pipeline.faults import EXPECTED, curated, fault_run  # noqa: F401 - fixtures
+from tests.pipeline.faults import EXPECTED, FAULT_ARGS, curated, fault_run  # noqa: F401 - fixtures
 
 
 def test_reason_mapping():
@@ -95,6 +95,56 @@ def test_kill_9_then_rerun_equals_an_uninterrupted_run(web, curated, tmp_path):
     assert resumed["shards_done"] == full["shards_expected"] and resumed["ledger_ok"]
     assert _successes(killed) == _successes(tmp_path / "full")
     assert resumed["kept"] == full["kept"] and resumed["rejected"] == full["rejected"]
+
+
+@pytest.mark.slow
+def test_a_killed_runs_straggler_finishing_a_removed_shard_is_fetched_again(web, curated, tmp_path,  # noqa: F811
+                                                                               monkeypatch):
+    """A killed run's worker that outlives it (a Spark executor of a killed driver) finishes a
+    shard just after the rerun removed that shard's partial files: its stats file lands
+    alone, and img2dataset's incremental mode would take the shard as done. The rerun
+    fetches it again, and no curated row goes unaccounted."""
+    import shutil
+
+    folder, _ = curated
+    argv = ["--input", str(folder), "--workers", "1", *FAULT_ARGS]
+    full_out, out = tmp_path / "full", tmp_path / "out"
+    full = download.run([*argv, "--output", str(full_out)])
+    shutil.copytree(full_out / "_staging", out / "_staging")
+    stats = (out / "_staging" / "00001_stats.json").read_text()
+    (out / "_staging" / "00001_stats.json").unlink()  # shard 1 as a killed run left it: no stats yet
+    (out / "_staging" / "00001.tar").write_bytes((out / "_staging" / "00001.tar").read_bytes()[:1000])
+    real, removed = download.remove_partial_shards, []
+
+    def remove_then_straggle(staging):
+        removed.append(real(staging))
+        if len(removed) == 1:  # the straggler writes its stats right after the rerun's clean-up
+            (out / "_staging" / "00001_stats.json").write_text(stats)
+        return removed[-1]
+
+    monkeypatch.setattr(download, "remove_partial_shards", remove_then_straggle)
+    again = download.run([*argv, "--output", str(out)])
+    assert removed == [1, 1, 0]  # the partial shard at the start, the straggler's shard after the first pass
+    assert again["shards_done"] == again["shards_expected"] == full["shards_expected"]
+    assert again["missing_from_img2dataset"] == 0 and again["ledger_ok"]
+    assert _records(out) == _records(full_out)
+    assert sorted((out / "shards").iterdir()) == sorted(out / "shards" / p.name for p in (full_out / "shards").iterdir())
+
+    # rows that no shard reports are counted and written as rejects with their url
+    (out / "shards" / "00001.parquet").unlink()
+    shutil.rmtree(out / "downloaded")
+    urls = dict(zip(*schemas.read_table(folder, schemas.CURATED).select([C.UID, C.URL]).to_pydict().values()))
+    ledger = download.account(str(out / "shards"), str(out), len(urls), urls)
+    unreported = schemas.read_table(out / "rejects" / "unreported.parquet", schemas.REJECT).to_pylist()
+    assert ledger["missing_from_img2dataset"] == len(unreported) > 0 and ledger["ledger_ok"]
+    assert all(r[C.REASON] == "download_error" and r[C.URL] == urls[r[C.UID]] for r in unreported)
+    reported = {r[C.UID] for r in schemas.read_table(out / "downloaded", schemas.DOWNLOADED).to_pylist()}
+    assert reported | {r[C.UID] for r in unreported} == set(urls)
+
+
+def _records(folder) -> list[tuple]:
+    rows = schemas.read_table(folder / "downloaded", schemas.DOWNLOADED).to_pylist()
+    return sorted((r[C.UID], r[C.STATUS], r[C.REASON], r[C.SHA256]) for r in rows)
 
 
 @pytest.mark.slow
