@@ -111,6 +111,8 @@ def run(cfg: TrainConfig, resume: str | None = None) -> dict:
     layout = torch.channels_last if cfg.channels_last else torch.contiguous_format
     eng, optimizer = engine.initialize(model, cfg)
     device = eng.device
+    if cfg.channels_last and device.type == "cpu":
+        models.narrow_batch_norms_in_nchw(eng.module)
     dtype = torch.bfloat16 if cfg.precision == "bf16" else torch.float32
 
     start_step = 0

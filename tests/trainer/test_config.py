@@ -114,6 +114,33 @@ def test_balance_is_auto_online_or_off():
         load("debug", None, ["balance=last"])
 
 
+def test_narrow_batch_norms_run_in_nchw_and_hand_back_channels_last():
+    import torch
+
+    from trainer import models
+
+    torch.manual_seed(0)
+    plain = models.create("openwit-debug-rn")
+    hooked = models.create("openwit-debug-rn")
+    hooked.load_state_dict(plain.state_dict())
+    assert models.narrow_batch_norms_in_nchw(hooked) == 2  # the stem's two 8-channel ones
+    assert models.narrow_batch_norms_in_nchw(torch.nn.Sequential(torch.nn.BatchNorm2d(32))) == 0
+    bn = hooked.visual.bn1
+    seen = []
+    bn.register_forward_pre_hook(lambda m, a: seen.append(a[0].is_contiguous()))
+    x = torch.randn(4, 8, 6, 6).to(memory_format=torch.channels_last)
+    y = bn(x)
+    assert seen == [True] and y.is_contiguous(memory_format=torch.channels_last)
+    images = torch.randn(16, 3, 64, 64).to(memory_format=torch.channels_last)
+    tokens = torch.randint(1, 1000, (16, 20))
+    out_plain, out_hooked = plain(images, tokens), hooked(images, tokens)
+    for a, b in zip(out_plain[:2], out_hooked[:2]):
+        assert torch.allclose(a, b, atol=1e-4)  # the same math, sums in another order
+    out_plain[0].sum().backward()
+    out_hooked[0].sum().backward()
+    assert torch.allclose(plain.visual.conv1.weight.grad, hooked.visual.conv1.weight.grad, atol=1e-3, rtol=1e-3)
+
+
 def test_locking_the_token_embedding_takes_it_out_of_the_optimizer():
     import torch
 
