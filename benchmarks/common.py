@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import os
 import resource
+import subprocess
+import sys
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -38,3 +43,27 @@ def peak_rss_mb() -> tuple[float, float]:
     me = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     return me, kids
+
+
+def debug_train_run(data: Path, work: Path, steps: int, launcher: str | None = None) -> dict:
+    """`openwit train --recipe debug` for ``steps`` steps on ``data``, as shipped or started
+    from ``launcher`` (Python source that patches the trainer, then calls its rank_main):
+    wall time, samples/s and data-wait fraction (train_stats.json), the final weights' bytes."""
+    out = work / "run"
+    args = ["--recipe", "debug", "--data", str(data), "--output", str(out), "--set", f"steps={steps}",
+            "--set", "log_every=50"]
+    cmd = [sys.executable, "-m", "trainer.main", *args]
+    if launcher is not None:
+        script = work / "launcher.py"
+        script.write_text(launcher)
+        cmd = [sys.executable, str(script), *args]
+    root = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=root, env=env)
+    wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise RuntimeError(f"openwit train failed:\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}")
+    stats = json.loads((out / "train_stats.json").read_text())
+    return {"wall_s": wall, "samples_per_s": stats["samples_per_s"], "data_wait": stats["data_wait_fraction"],
+            "weights": (out / "final_weights.pt").read_bytes()}

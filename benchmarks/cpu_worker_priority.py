@@ -14,12 +14,10 @@ batch is made, not what it holds).
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
+
+from benchmarks.common import debug_train_run
 
 PLAIN_PRIORITY = """
 import sys
@@ -31,23 +29,7 @@ sys.exit(rank_main(sys.argv[1:]))
 
 
 def run(data: Path, work: Path, steps: int, lowest: bool) -> dict:
-    out = work / "run"
-    args = ["--recipe", "debug", "--data", str(data), "--output", str(out), "--set", f"steps={steps}",
-            "--set", "log_every=50"]
-    if lowest:
-        cmd = [sys.executable, "-m", "trainer.main", *args]
-    else:
-        launcher = work / "plain_priority.py"
-        launcher.write_text(PLAIN_PRIORITY)
-        cmd = [sys.executable, str(launcher), *args]
-    start = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    wall = time.perf_counter() - start
-    if proc.returncode != 0:
-        raise RuntimeError(f"openwit train failed:\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}")
-    stats = json.loads((out / "train_stats.json").read_text())
-    return {"wall_s": wall, "samples_per_s": stats["samples_per_s"], "data_wait": stats["data_wait_fraction"],
-            "weights": (out / "final_weights.pt").read_bytes()}
+    return debug_train_run(data, work, steps, None if lowest else PLAIN_PRIORITY)
 
 
 def main() -> None:

@@ -31,16 +31,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
-import os
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
+from benchmarks.common import debug_train_run
 from trainer import models
 from trainer.loss import clip_loss
 
@@ -57,34 +54,12 @@ sys.exit(rank_main(sys.argv[1:]))
 """
 
 
-def train_run(data: Path, work: Path, steps: int, narrow_bn_nchw: bool) -> dict:
-    out = work / "run"
-    args = ["--recipe", "debug", "--data", str(data), "--output", str(out), "--set", f"steps={steps}",
-            "--set", "log_every=50"]
-    if narrow_bn_nchw:
-        cmd = [sys.executable, "-m", "trainer.main", *args]
-    else:
-        launcher = work / "all_channels_last.py"
-        launcher.write_text(ALL_CHANNELS_LAST_LAUNCHER)
-        cmd = [sys.executable, str(launcher), *args]
-    start = time.perf_counter()
-    root = str(Path(__file__).resolve().parents[1])
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=root, env=env)
-    wall = time.perf_counter() - start
-    if proc.returncode != 0:
-        raise RuntimeError(f"openwit train failed:\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}")
-    stats = json.loads((out / "train_stats.json").read_text())
-    return {"wall_s": wall, "samples_per_s": stats["samples_per_s"], "data_wait": stats["data_wait_fraction"],
-            "weights": (out / "final_weights.pt").read_bytes()}
-
-
 def train_main(data: Path, steps: int, repeats: int) -> None:
     runs: dict[bool, list[dict]] = {False: [], True: []}
     for _ in range(repeats):  # interleaved, so a slow spell of the machine hits both
         for narrow in (False, True):
             with tempfile.TemporaryDirectory() as tmp:
-                runs[narrow].append(train_run(data, Path(tmp), steps, narrow))
+                runs[narrow].append(debug_train_run(data, Path(tmp), steps, None if narrow else ALL_CHANNELS_LAST_LAUNCHER))
     for narrow, name in ((False, "all channels_last       "), (True, "narrow_bn_nchw (recipe)")):
         print(f"{name}: " + ", ".join(f"{r['samples_per_s']:,.1f} samples/s (data wait {r['data_wait']:.1%}, "
                                       f"{r['wall_s']:.1f}s wall)" for r in runs[narrow]))
