@@ -59,7 +59,8 @@ def train_main(data: Path, steps: int, repeats: int) -> None:
     for _ in range(repeats):  # interleaved, so a slow spell of the machine hits both
         for narrow in (False, True):
             with tempfile.TemporaryDirectory() as tmp:
-                runs[narrow].append(debug_train_run(data, Path(tmp), steps, None if narrow else ALL_CHANNELS_LAST_LAUNCHER))
+                launcher = None if narrow else ALL_CHANNELS_LAST_LAUNCHER
+                runs[narrow].append(debug_train_run(data, Path(tmp), steps, launcher))
     for narrow, name in ((False, "all channels_last       "), (True, "narrow_bn_nchw (recipe)")):
         print(f"{name}: " + ", ".join(f"{r['samples_per_s']:,.1f} samples/s (data wait {r['data_wait']:.1%}, "
                                       f"{r['wall_s']:.1f}s wall)" for r in runs[narrow]))
@@ -123,6 +124,12 @@ def main() -> None:
     ap.add_argument("--data", type=Path, help="an `openwit shard` output: time real training runs instead")
     ap.add_argument("--train-steps", type=int, default=300)
     args = ap.parse_args()
+    if min(args.steps, args.repeats, args.train_steps) < 1 or args.threads < 0:
+        ap.error("--steps, --train-steps and --repeats must be at least 1, --threads at least 0")
+    if args.data and args.threads:
+        ap.error("--threads applies to the bare step; a --data run uses the recipe's threads")
+    if args.data and not any(args.data.glob("*.tar")):
+        ap.error(f"--data {args.data}: no shards there (an `openwit shard` output folder)")
     if args.data:
         train_main(args.data, args.train_steps, args.repeats)
         return
