@@ -50,10 +50,11 @@ def _parser() -> Parser:
     )
     p.add_argument("--output", "--out", dest="output", default=DEFAULT_OUT,
                    help="work folder: the crawl, every stage's output, the training run and report.html")
-    p.add_argument("--pages", type=int, default=3000, help="pages to generate (default: 3000)")
+    p.add_argument("--pages", type=int, help="pages to generate (default: 3000; with --quick 300)")
     p.add_argument("--seed", type=int, default=0, help="crawl seed (default: 0)")
-    p.add_argument("--sample", type=int, default=25, help="links fetched per kind and fault (default: 25)")
-    p.add_argument("--quick", action="store_true", help="a smaller run (300 pages, 8 links per kind)")
+    p.add_argument("--sample", type=int, help="links fetched per kind and fault (default: 25; with --quick 8)")
+    p.add_argument("--quick", action="store_true",
+                   help="a smaller run: 300 pages, 8 links per kind, one epoch (--pages and --sample still apply)")
     return p
 
 
@@ -125,7 +126,8 @@ def budget(pages: int) -> int:
 
 def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
-    pages, sample = (300, 8) if args.quick else (args.pages, args.sample)
+    pages = args.pages if args.pages is not None else 300 if args.quick else 3000
+    sample = args.sample if args.sample is not None else 8 if args.quick else 25
     if pages <= 0 or sample <= 0:
         raise schemas.UserError("--pages and --sample must be positive")
     import importlib.util
@@ -149,7 +151,7 @@ def main(argv: list[str]) -> int:
     deduped, sharded = dedupe_and_shard(out, paths, t_budget)
     trained = train_and_evaluate(out, paths, args.quick)
     write_report(out, paths)
-    summarize(out, manifest, extracted, curated, downloaded, deduped, sharded, trained, started)
+    summarize(out, manifest, extracted, curated, downloaded, deduped, sharded, trained, started, args.quick)
     problems = [text for ok, text in (
         (probe_ok, f"{bad} kind(s) of link did not behave as declared"),
         (downloaded["ledger_ok"] and deduped["ledger_ok"] and sharded["ledger_ok"], "a stage's ledger does not add up"),
@@ -322,7 +324,7 @@ def write_report(out: Path, paths: dict[str, str]) -> None:
 
 
 def summarize(out: Path, manifest: dict, extracted: dict, curated: dict, downloaded: dict, deduped: dict,
-              sharded: dict, trained: dict, started: float) -> None:
+              sharded: dict, trained: dict, started: float, quick: bool = False) -> None:
     """The funnel, training and evaluation in a few lines, and where everything lies."""
     links = manifest["counts"]["links"]
     print(f"\nfunnel: {links:,} image links -> {extracted['candidates']:,} candidates -> "
@@ -342,6 +344,8 @@ def summarize(out: Path, manifest: dict, extracted: dict, curated: dict, downloa
         print("evaluation of the final model on the held-out combinations (docs/evaluation.md):")
         print(trained["eval_stdout"])
         print(goal(json.loads((out / "eval" / "results.json").read_text())))
+        if quick:
+            print("  (--quick trains one epoch to show every step working; the goal is the full demo's)")
     print(f"report: {out / report.REPORT_FILE} (open it in a browser)")
     print(f"demo finished in {time.perf_counter() - started:.1f}s under {out}: crawl/, extract/, curate/, download/, "
           f"dedupe/, shards/, train/, eval/ (training shards: {out / 'shards'}, dataset card: "
