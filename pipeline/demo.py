@@ -39,6 +39,9 @@ DEFAULT_OUT = "openwit-demo"
 QUERY_WORDS = 50_000
 
 
+SIZES = {False: (3000, 25), True: (300, 8)}  # (pages, links probed per kind and fault), by --quick
+
+
 def _parser() -> Parser:
     p = Parser(
         prog="openwit demo",
@@ -50,11 +53,13 @@ def _parser() -> Parser:
     )
     p.add_argument("--output", "--out", dest="output", default=DEFAULT_OUT,
                    help="work folder: the crawl, every stage's output, the training run and report.html")
-    p.add_argument("--pages", type=int, help="pages to generate (default: 3000; with --quick 300)")
+    p.add_argument("--pages", type=int,
+                   help=f"pages to generate (default: {SIZES[False][0]}; with --quick {SIZES[True][0]})")
     p.add_argument("--seed", type=int, default=0, help="crawl seed (default: 0)")
-    p.add_argument("--sample", type=int, help="links fetched per kind and fault (default: 25; with --quick 8)")
-    p.add_argument("--quick", action="store_true",
-                   help="a smaller run: 300 pages, 8 links per kind, one epoch (--pages and --sample still apply)")
+    p.add_argument("--sample", type=int,
+                   help=f"links fetched per kind and fault (default: {SIZES[False][1]}; with --quick {SIZES[True][1]})")
+    p.add_argument("--quick", action="store_true", help=f"a smaller run: {SIZES[True][0]} pages, {SIZES[True][1]} "
+                   "links per kind, one epoch (--pages and --sample still apply)")
     return p
 
 
@@ -126,8 +131,9 @@ def budget(pages: int) -> int:
 
 def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
-    pages = args.pages if args.pages is not None else 300 if args.quick else 3000
-    sample = args.sample if args.sample is not None else 8 if args.quick else 25
+    pages, sample = SIZES[args.quick]
+    pages = pages if args.pages is None else args.pages
+    sample = sample if args.sample is None else args.sample
     if pages <= 0 or sample <= 0:
         raise schemas.UserError("--pages and --sample must be positive")
     import importlib.util
@@ -324,7 +330,7 @@ def write_report(out: Path, paths: dict[str, str]) -> None:
 
 
 def summarize(out: Path, manifest: dict, extracted: dict, curated: dict, downloaded: dict, deduped: dict,
-              sharded: dict, trained: dict, started: float, quick: bool = False) -> None:
+              sharded: dict, trained: dict, started: float, quick: bool) -> None:
     """The funnel, training and evaluation in a few lines, and where everything lies."""
     links = manifest["counts"]["links"]
     print(f"\nfunnel: {links:,} image links -> {extracted['candidates']:,} candidates -> "

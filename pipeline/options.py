@@ -50,11 +50,27 @@ def local_defaults(argv: list[str], mode: str = "multi_processing") -> list[str]
     if "--runner" not in flags:
         extra.append(f"--runner={LOCAL_RUNNER}")
     if runner == LOCAL_RUNNER:  # implied or asked for by name (a scheduler's default)
+        loopback_skips_proxy()
         if "--direct_running_mode" not in flags:
             extra.append(f"--direct_running_mode={mode}")
         if "--direct_num_workers" not in flags and mode == "multi_processing":
             extra.append(f"--direct_num_workers={os.cpu_count() or 1}")
     return [*argv, *extra]
+
+
+LOOPBACK = ("localhost", "127.0.0.1", "::1")
+PROXY_VARS = ("http_proxy", "https_proxy", "all_proxy", "grpc_proxy")
+
+
+def loopback_skips_proxy() -> None:
+    """With a proxy in the environment, add the loopback addresses to no_proxy (kept, not
+    replaced): the local runner's worker processes talk gRPC to the job on localhost, and
+    gRPC would send that through the proxy, so every worker failed to connect."""
+    if not any(os.environ.get(v) or os.environ.get(v.upper()) for v in PROXY_VARS):
+        return
+    for var in ("no_proxy", "NO_PROXY"):
+        have = [h.strip() for h in os.environ.get(var, "").split(",") if h.strip()]
+        os.environ[var] = ",".join(have + [h for h in LOOPBACK if h not in have])
 
 
 def parse(prog: str, description: str, add_args: Callable[[argparse.ArgumentParser], None],

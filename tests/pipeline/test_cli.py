@@ -274,11 +274,11 @@ def test_demo_quick_runs_end_to_end_and_is_a_function_of_its_seed(tmp_path):
     again = tmp_path / "again"
     again.mkdir()
     paths = schemas.run.layout(str(again))
-    cfg, _, truth = demo.synthesize(again, 300, 0)  # --quick: 300 pages, seed 0
+    cfg, _, truth = demo.synthesize(again, demo.SIZES[True][0], 0)  # --quick's pages, seed 0
     assert demo.probe_links(cfg, truth, 2)[0]  # served on ports of its own
-    demo.extract_and_curate(again, paths, demo.budget(300))
+    demo.extract_and_curate(again, paths, demo.budget(demo.SIZES[True][0]))
     demo.download_images(cfg, paths)
-    demo.dedupe_and_shard(again, paths, demo.budget(300))
+    demo.dedupe_and_shard(again, paths, demo.budget(demo.SIZES[True][0]))
     patterns = ("curate/curated/*.parquet", "shards/*.tar", "shards/index/*.parquet")
     a, b = _digests(tmp_path / "demo", patterns), _digests(again, patterns)
     assert a == b and len(a) >= 3 and any(k.endswith(".tar") for k in a)
@@ -317,3 +317,26 @@ def test_a_gs_url_without_credentials_is_one_line_not_a_hang(tmp_path):
                  ["--input", str(tmp_path / "ok.csv"), "--output", "gs://openwit-no-such-bucket/out"]):
         proc = subprocess.run([*OPENWIT, "extract", *args], capture_output=True, text=True, env=env, timeout=120)
         assert_one_line_error(proc, "gs://openwit-no-such-bucket")
+
+
+def test_a_beam_job_runs_with_a_proxy_in_the_environment(tmp_path):
+    """A proxy set for the web (here one that accepts nothing) is not where the local
+    runner's worker processes reach the job on localhost: extract on two worker processes
+    ends as without it, and a no_proxy the user set is kept."""
+    (tmp_path / "urls.csv").write_text("url,caption\n" + "".join(
+        f"http://h{i % 5}.example/{i}.jpg,a photo of a red cat number {i}\n" for i in range(500)))
+    dead = "http://127.0.0.1:9"
+    env = {**os.environ, "http_proxy": dead, "HTTPS_PROXY": dead, "ALL_PROXY": dead, "no_proxy": "intranet.example"}
+    proc = subprocess.run([*OPENWIT, "extract", "--input", str(tmp_path / "urls.csv"), "--output", str(tmp_path / "out"),
+                           "--direct_num_workers=2"], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    from pipeline import options
+
+    os.environ.update(http_proxy=dead, no_proxy="intranet.example")
+    try:
+        options.loopback_skips_proxy()
+        assert os.environ["no_proxy"] == "intranet.example,localhost,127.0.0.1,::1"
+    finally:
+        for var in ("http_proxy", "no_proxy", "NO_PROXY"):
+            os.environ.pop(var, None)
