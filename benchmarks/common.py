@@ -45,13 +45,15 @@ def peak_rss_mb() -> tuple[float, float]:
     return me, kids
 
 
-def debug_train_run(data: Path, work: Path, steps: int, launcher: str | None = None) -> dict:
+def debug_train_run(data: Path, work: Path, steps: int, launcher: str | None = None,
+                    sets: tuple[str, ...] = ()) -> dict:
     """`openwit train --recipe debug` for ``steps`` steps on ``data``, as shipped or started
-    from ``launcher`` (Python source that patches the trainer, then calls its rank_main):
-    wall time, samples/s and data-wait fraction (train_stats.json), the final weights' bytes."""
+    from ``launcher`` (Python source that patches the trainer, then calls its rank_main), with
+    ``sets`` as further ``--set KEY=VALUE``: wall time, samples/s and data-wait fraction
+    (train_stats.json), the final weights' bytes."""
     out = work / "run"
     args = ["--recipe", "debug", "--data", str(data), "--output", str(out), "--set", f"steps={steps}",
-            "--set", "log_every=50"]
+            "--set", "log_every=50", *(a for kv in sets for a in ("--set", kv))]
     cmd = [sys.executable, "-m", "trainer.main", *args]
     if launcher is not None:
         script = work / "launcher.py"

@@ -56,6 +56,9 @@ class TrainConfig:
     grayscale: float = 0.0  # probability of turning a training image grey (drawn per seed, epoch, sample)
     seed: int = 0
     workers: int = 2
+    # MB of decoded images and tokenised captions each batch-making process keeps (0: none): a dataset that
+    # fits is read and decoded once, the same batches (SHARD_INDEX data only)
+    sample_cache_mb: int = 0
     checkpoint_every: int = 500
     keep_checkpoints: int = 3
     log_every: int = 10
@@ -249,6 +252,8 @@ def validate(cfg: TrainConfig) -> None:
     for name in ("micro_batch", "accumulation", "workers", "checkpoint_every", "keep_checkpoints", "log_every"):
         if getattr(cfg, name) < (0 if name == "workers" else 1):
             raise ConfigError(f"{name}: must be positive, got {getattr(cfg, name)}")
+    if cfg.sample_cache_mb < 0:
+        raise ConfigError(f"sample_cache_mb: must be 0 or more, got {cfg.sample_cache_mb}")
     if cfg.samples_per_epoch < 0 or cfg.shuffle_buffer < 1:
         raise ConfigError("samples_per_epoch must be 0 or more and shuffle_buffer at least 1")
     if cfg.balance not in ("auto", "online", "off"):

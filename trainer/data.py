@@ -481,12 +481,13 @@ class RankStream(torch.utils.data.IterableDataset):
 
     def __init__(self, index: Index, plan: Plan, seed: int, rank: int, world: int, micro_batch: int,
                  accumulation: int, start_step: int, image_size: int, crop_scale: tuple[float, float],
-                 tokenizer, augment: bool = True, grayscale: float = 0.0):
+                 tokenizer, augment: bool = True, grayscale: float = 0.0, cache_mb: int = 0):
         super().__init__()
         self.index, self.plan, self.seed, self.rank, self.world = index, plan, seed, rank, world
         self.micro_batch, self.accumulation, self.start_step = micro_batch, accumulation, start_step
         self.image_size, self.crop_scale, self.tokenizer, self.augment = image_size, crop_scale, tokenizer, augment
         self.grayscale = grayscale
+        self.cache = SampleCache(cache_mb << 20) if cache_mb > 0 else None
         self._files: OrderedDict[str, object] = OrderedDict()  # least recently read first
 
     def __len__(self) -> int:
@@ -528,28 +529,70 @@ class RankStream(torch.utils.data.IterableDataset):
         return key, image, text
 
     def batch(self, positions: np.ndarray, epoch: int, step: int, micro: int) -> dict:
-        samples = []
-        for i in positions.tolist():
-            try:
-                samples.append(self.read(i))
-            except Exception:  # noqa: BLE001 - corrupt member, truncated shard: marked invalid, counted
-                samples.append((f"#{i}", None, None))  # an unreadable sample is logged by its number
-        return encode(self, samples, epoch, step, micro)
+        if self.cache is not None:
+            return self._cached_batch(positions, epoch, step, micro)
+        return encode(self, [self._read_or_mark(i) for i in positions.tolist()], epoch, step, micro)
+
+    def _read_or_mark(self, i: int) -> tuple[str, bytes | None, str | None]:
+        try:
+            return self.read(i)
+        except Exception:  # noqa: BLE001 - corrupt member, truncated shard: marked invalid, counted
+            return f"#{i}", None, None  # an unreadable sample is logged by its number
+
+    def _cached_batch(self, positions: np.ndarray, epoch: int, step: int, micro: int) -> dict:
+        """``batch`` with each sample's decoded pixels and tokens kept from its first read:
+        the same tensors, without reading, decoding and tokenising the sample again."""
+        items: list = []
+        missed: list[int] = []
+        for n, i in enumerate(positions.tolist()):
+            hit = self.cache.get(i)
+            if hit is None:
+                missed.append(n)
+                uid, blob, text = self._read_or_mark(i)
+                hit = (uid, decode(blob, text), text)
+            items.append(hit)
+        if missed:  # tokenised together, as encode does; a row does not depend on the others
+            tokens = self.tokenizer([items[n][2] if items[n][1] is not None else "" for n in missed])
+            for row, n in zip(tokens, missed):
+                uid, rgb, _ = items[n]
+                items[n] = (uid, rgb, row.clone())  # its own memory, not a view that keeps the whole batch
+                if rgb is not None:
+                    self.cache.put(int(positions[n]), items[n])
+        return assemble(self, [(uid, rgb) for uid, rgb, _ in items], torch.stack([t for _, _, t in items]),
+                        epoch, step, micro)
+
+
+def decode(data: bytes | None, text: str | None) -> np.ndarray | None:
+    """A sample's image as an H x W x 3 RGB array; None when it cannot be read or decoded."""
+    if data is None or text is None:
+        return None
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            return np.asarray(im.convert("RGB"))
+    except Exception:  # noqa: BLE001 - undecodable image: marked invalid, counted
+        return None
 
 
 def encode(stream, samples: list[tuple[str, bytes | None, str | None]], epoch: int, step: int, micro: int) -> dict:
     """One micro-batch from (uid, image bytes, caption) samples: decoded, augmented with
     draws from (seed, epoch, uid), normalised, tokenised; a sample that cannot be read or
     decoded is a zero image marked invalid (the loss leaves it out)."""
+    decoded = [(uid, decode(data, text)) for uid, data, text in samples]
+    texts = [text if rgb is not None else "" for (_, rgb), (_, _, text) in zip(decoded, samples)]
+    return assemble(stream, decoded, stream.tokenizer(texts), epoch, step, micro)
+
+
+def assemble(stream, decoded: list[tuple[str, np.ndarray | None]], tokens: torch.Tensor, epoch: int, step: int,
+             micro: int) -> dict:
+    """One micro-batch from decoded (uid, RGB array or None) samples and their tokens."""
     side = stream.image_size
-    pixels = np.zeros((len(samples), side, side, 3), dtype=np.uint8)  # decoded into one NHWC batch
-    texts, valid, uids = [], [], []
-    for n, (uid, data, text) in enumerate(samples):
+    pixels = np.zeros((len(decoded), side, side, 3), dtype=np.uint8)  # one NHWC batch
+    valid = []
+    for n, (uid, rgb) in enumerate(decoded):
         try:
-            if data is None or text is None:
+            if rgb is None:
                 raise ValueError("unreadable sample")
-            with Image.open(io.BytesIO(data)) as im:
-                img = im.convert("RGB")
+            img = Image.fromarray(rgb)
             if stream.augment:
                 rng = _draw(stream.seed, epoch, uid)
                 img = random_resized_crop(img, side, stream.crop_scale, rng)
@@ -558,19 +601,35 @@ def encode(stream, samples: list[tuple[str, bytes | None, str | None]], epoch: i
             else:
                 img = TF.resize(img, [side, side], antialias=True)
             pixels[n] = np.asarray(img)
-            texts.append(text)
             valid.append(True)
-        except Exception:  # noqa: BLE001 - undecodable image: skipped, counted
-            texts.append("")
+        except Exception:  # noqa: BLE001 - an image that cannot be cropped: skipped, counted
             valid.append(False)
-        uids.append(uid)
     mask = torch.tensor(valid, dtype=torch.bool)
     # to_tensor's and normalize's arithmetic, once for the batch (NCHW view of NHWC memory:
     # channels-last); an invalid sample is a zero image
     images = torch.from_numpy(pixels).permute(0, 3, 1, 2).float().div_(255)
     images.sub_(_MEAN).div_(_STD).masked_fill_(~mask.view(-1, 1, 1, 1), 0.0)
-    return {"images": images, "tokens": stream.tokenizer(texts), "valid": mask, "uids": uids, "step": step,
-            "micro": micro}
+    return {"images": images, "tokens": tokens, "valid": mask, "uids": [uid for uid, _ in decoded],
+            "step": step, "micro": micro}
+
+
+class SampleCache:
+    """Decoded images and tokenised captions by sample number, in the process that makes the
+    batches, up to ``limit`` bytes: a small dataset trained for many epochs is then read and
+    decoded once. It fills in first-read order and then stops growing (under a random order
+    each epoch, evicting would not raise the hit rate); an unreadable sample is not kept."""
+
+    def __init__(self, limit: int):
+        self.limit, self.used, self.items = limit, 0, {}
+
+    def get(self, i: int):
+        return self.items.get(i)
+
+    def put(self, i: int, item: tuple[str, np.ndarray, torch.Tensor]) -> None:
+        size = item[1].nbytes + item[2].nbytes + len(item[0]) + 200  # the arrays, the uid, the objects
+        if self.used + size <= self.limit:
+            self.items[i] = item
+            self.used += size
 
 
 _MEAN, _STD = (torch.tensor(v).view(1, 3, 1, 1) for v in (MEAN, STD))

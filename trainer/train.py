@@ -93,6 +93,9 @@ def run(cfg: TrainConfig, resume: str | None = None) -> dict:
         if cfg.balance == "online":
             raise schemas.UserError(f"balance=online needs an `openwit shard --balance online` output; --data "
                                     f"{cfg.data} is plain webdataset shards")
+        if cfg.sample_cache_mb:
+            raise schemas.UserError(f"sample_cache_mb: --data {cfg.data} is plain webdataset shards, read as streams; "
+                                    "the cache needs an `openwit shard` output (SHARD_INDEX)")
         if not cfg.samples_per_epoch:
             raise schemas.UserError(f"--data {cfg.data}: no SHARD_INDEX lists these {len(src):,} shards, so set "
                                     "samples_per_epoch=N (open_clip's --train-num-samples)")
@@ -145,7 +148,7 @@ def run(cfg: TrainConfig, resume: str | None = None) -> dict:
     if isinstance(src, data.Index):
         stream = data.RankStream(src, plan, cfg.seed, rank, world, cfg.micro_batch, cfg.accumulation, start_step,
                                  models.image_size(cfg.model), cfg.crop_scale, models.tokenizer(cfg.model),
-                                 grayscale=cfg.grayscale)
+                                 grayscale=cfg.grayscale, cache_mb=cfg.sample_cache_mb)
     else:
         stream = streams.ShardStream(src, plan, cfg.seed, rank, world, cfg.micro_batch, cfg.accumulation,
                                      start_step, models.image_size(cfg.model), cfg.crop_scale,

@@ -114,6 +114,12 @@ def test_balance_is_auto_online_or_off():
         load("debug", None, ["balance=last"])
 
 
+def test_the_sample_cache_is_off_unless_set_and_never_negative():
+    assert load("debug", None, []).sample_cache_mb == 0 and load("debug", None, ["sample_cache_mb=512"]).sample_cache_mb == 512
+    with pytest.raises(ConfigError, match="sample_cache_mb: must be 0 or more, got -1"):
+        load("debug", None, ["sample_cache_mb=-1"])
+
+
 def test_narrow_batch_norms_run_in_nchw_and_hand_back_channels_last():
     import torch
 

@@ -101,6 +101,57 @@ def test_corrupt_member_and_truncated_shard_are_skipped_and_counted(shards, tmp_
     assert seen == 48 and invalid >= 1
 
 
+def _cached(folder, cache_mb):  # two epochs in batches of 8
+    index = data.Index.load(str(folder))
+    plan = data.Plan.make(len(index), 8, 2, 0)
+    return data.RankStream(index, plan, 3, 0, 1, 8, 1, 0, 64, (0.9, 1.0), models.tokenizer("openwit-debug"),
+                           grayscale=0.3, cache_mb=cache_mb)
+
+
+def _same_batches(a, b):
+    assert len(a) == len(b)
+    for x, y in zip(a, b):
+        assert x["uids"] == y["uids"] and torch.equal(x["valid"], y["valid"])
+        assert torch.equal(x["images"], y["images"]) and torch.equal(x["tokens"], y["tokens"])
+
+
+def test_the_sample_cache_gives_the_same_batches_reading_each_sample_once(shards, monkeypatch):
+    plain = list(data.loader(_cached(shards, 0), 0))
+    reads = []
+    real = data.RankStream.read
+    monkeypatch.setattr(data.RankStream, "read", lambda self, i: reads.append(i) or real(self, i))
+    stream = _cached(shards, 64)
+    cached = list(data.loader(stream, 0))
+    _same_batches(cached, plain)  # two epochs, different crops and greys each epoch: equal tensors
+    n = len(stream.index)  # an epoch drops its last partial batch: two epochs see n - 8 to n samples
+    assert len(reads) == len(set(reads)) >= n - 8 and set(reads) <= set(range(n))  # each read once
+    assert len(stream.cache.items) == len(reads) and 0 < stream.cache.used <= 64 << 20
+
+
+def test_the_sample_cache_stops_at_its_limit_and_keeps_no_unreadable_sample(shards, tmp_path, monkeypatch):
+    plain = list(data.loader(_cached(shards, 0), 0))
+    full = _cached(shards, 64)
+    _same_batches(list(data.loader(full, 0)), plain)
+    stream = _cached(shards, 1)
+    stream.cache.limit = 10 * full.cache.used // len(full.cache.items)  # room for about ten samples
+    _same_batches(list(data.loader(stream, 0)), plain)
+    assert 5 <= len(stream.cache.items) <= 20 and stream.cache.used <= stream.cache.limit
+
+    broken = tmp_path / "shards"
+    shutil.copytree(shards, broken)
+    first = schemas.read_table(broken / "index", schemas.SHARD_INDEX).to_pylist()[0]
+    tar = broken / f"{first[C.SHARD]}.tar"
+    blob = bytearray(tar.read_bytes())
+    blob[first[C.TAR_OFFSET] + 512:first[C.TAR_OFFSET] + 576] = b"\x00garbage" * 8  # its image bytes
+    tar.write_bytes(bytes(blob))
+    plain = list(data.loader(_cached(broken, 0), 0))
+    stream = _cached(broken, 64)
+    cached = list(data.loader(stream, 0))
+    _same_batches(cached, plain)
+    assert sum(int((~b["valid"]).sum()) for b in cached) == 2  # the damaged sample, once per epoch
+    assert len(stream.cache.items) == len(full.cache.items) - 1
+
+
 def test_too_little_data_is_one_line(shards):
     index = data.Index.load(str(shards))
     with pytest.raises(schemas.UserError) as e:

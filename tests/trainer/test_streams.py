@@ -120,6 +120,9 @@ def test_train_on_a_brace_pattern_of_plain_shards(plain, tmp_path):
             "--data", f"{plain}/{{{names[0]}..{names[-1]}}}.tar", "--output", str(tmp_path / "run")]
     bad = subprocess.run(base, capture_output=True, text=True, timeout=600)
     assert bad.returncode == 2 and "set samples_per_epoch=N" in bad.stderr and "Traceback" not in bad.stderr
+    cached = subprocess.run([*base, "--set", "sample_cache_mb=64"], capture_output=True, text=True, timeout=600)
+    assert cached.returncode == 2 and "sample_cache_mb" in cached.stderr and "SHARD_INDEX" in cached.stderr
+    assert "Traceback" not in cached.stderr  # the cache is for `openwit shard` outputs; a stream is not kept
     ok = subprocess.run([*base, "--set", "samples_per_epoch=32"], capture_output=True, text=True, timeout=600)
     assert ok.returncode == 0, ok.stderr[-3000:]
     state = fileio.read_json(str(tmp_path / "run" / "checkpoints" / "step00000003" / "openwit.json"))
