@@ -471,9 +471,16 @@ def random_resized_crop(img: Image.Image, size: int, scale: tuple[float, float],
         cw, ch = int(round(math.sqrt(target * ratio))), int(round(math.sqrt(target / ratio)))
         if 0 < cw <= w and 0 < ch <= h:
             top, left = rng.randint(0, h - ch), rng.randint(0, w - cw)
-            return TF.resized_crop(img, top, left, ch, cw, [size, size], antialias=True)
+            return _crop_resize(img, left, top, cw, ch, size)
     side = min(w, h)  # fallback: centre crop
-    return TF.resized_crop(img, (h - side) // 2, (w - side) // 2, side, side, [size, size], antialias=True)
+    return _crop_resize(img, (w - side) // 2, (h - side) // 2, side, side, size)
+
+
+def _crop_resize(img: Image.Image, left: int, top: int, width: int, height: int, size: int) -> Image.Image:
+    """torchvision's resized_crop of a PIL image (antialiased bilinear; no resampling when the
+    crop already has the size), pixel for pixel, without its per-call dispatch."""
+    crop = img.crop((left, top, left + width, top + height))
+    return crop if crop.size == (size, size) else crop.resize((size, size), Image.BILINEAR)
 
 
 class RankStream(torch.utils.data.IterableDataset):
@@ -562,13 +569,13 @@ class RankStream(torch.utils.data.IterableDataset):
                         epoch, step, micro)
 
 
-def decode(data: bytes | None, text: str | None) -> np.ndarray | None:
-    """A sample's image as an H x W x 3 RGB array; None when it cannot be read or decoded."""
+def decode(data: bytes | None, text: str | None) -> Image.Image | None:
+    """A sample's image, decoded, in RGB; None when it cannot be read or decoded."""
     if data is None or text is None:
         return None
     try:
         with Image.open(io.BytesIO(data)) as im:
-            return np.asarray(im.convert("RGB"))
+            return im.convert("RGB")  # a new image, its pixels loaded
     except Exception:  # noqa: BLE001 - undecodable image: marked invalid, counted
         return None
 
@@ -582,17 +589,17 @@ def encode(stream, samples: list[tuple[str, bytes | None, str | None]], epoch: i
     return assemble(stream, decoded, stream.tokenizer(texts), epoch, step, micro)
 
 
-def assemble(stream, decoded: list[tuple[str, np.ndarray | None]], tokens: torch.Tensor, epoch: int, step: int,
+def assemble(stream, decoded: list[tuple[str, Image.Image | None]], tokens: torch.Tensor, epoch: int, step: int,
              micro: int) -> dict:
-    """One micro-batch from decoded (uid, RGB array or None) samples and their tokens."""
+    """One micro-batch from decoded (uid, RGB image or None) samples and their tokens; the
+    images are not changed (the sample cache hands the same ones to every epoch)."""
     side = stream.image_size
     pixels = np.zeros((len(decoded), side, side, 3), dtype=np.uint8)  # one NHWC batch
     valid = []
-    for n, (uid, rgb) in enumerate(decoded):
+    for n, (uid, img) in enumerate(decoded):
         try:
-            if rgb is None:
+            if img is None:
                 raise ValueError("unreadable sample")
-            img = Image.fromarray(rgb)
             if stream.augment:
                 rng = _draw(stream.seed, epoch, uid)
                 img = random_resized_crop(img, side, stream.crop_scale, rng)
@@ -625,8 +632,9 @@ class SampleCache:
     def get(self, i: int):
         return self.items.get(i)
 
-    def put(self, i: int, item: tuple[str, np.ndarray, torch.Tensor]) -> None:
-        size = item[1].nbytes + item[2].nbytes + len(item[0]) + 200  # the arrays, the uid, the objects
+    def put(self, i: int, item: tuple[str, Image.Image, torch.Tensor]) -> None:
+        im = item[1]  # its pixels, the tokens, the uid, the objects
+        size = im.width * im.height * len(im.getbands()) + item[2].nbytes + len(item[0]) + 400
         if self.used + size <= self.limit:
             self.items[i] = item
             self.used += size

@@ -101,6 +101,25 @@ def test_corrupt_member_and_truncated_shard_are_skipped_and_counted(shards, tmp_
     assert seen == 48 and invalid >= 1
 
 
+def test_the_crop_is_torchvisions_resized_crop_pixel_for_pixel():
+    import random
+
+    import torchvision.transforms.functional as TF
+    from PIL import Image
+
+    r, g = random.Random(0), np.random.default_rng(0)
+    for _ in range(300):  # odd sizes, crops of one pixel, crops already at the output size, up and down
+        w, h = r.randint(8, 160), r.randint(8, 160)
+        img = Image.fromarray(g.integers(0, 256, (h, w, 3), dtype=np.uint8))
+        cw, ch = r.randint(1, w), r.randint(1, h)
+        left, top = r.randint(0, w - cw), r.randint(0, h - ch)
+        size = r.choice([64, 224, min(cw, ch)])
+        if r.random() < 0.2:
+            cw = ch = size = min(cw, ch)
+        want = TF.resized_crop(img, top, left, ch, cw, [size, size], antialias=True)
+        assert np.array_equal(np.asarray(data._crop_resize(img, left, top, cw, ch, size)), np.asarray(want))
+
+
 def _cached(folder, cache_mb):  # two epochs in batches of 8
     index = data.Index.load(str(folder))
     plan = data.Plan.make(len(index), 8, 2, 0)
