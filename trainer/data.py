@@ -547,11 +547,12 @@ class RankStream(torch.utils.data.IterableDataset):
             return f"#{i}", None, None  # an unreadable sample is logged by its number
 
     def _cached_batch(self, positions: np.ndarray, epoch: int, step: int, micro: int) -> dict:
-        """``batch`` with each sample's decoded pixels and tokens kept from its first read:
+        """``batch`` with each sample's decoded image and tokens kept from its first read:
         the same tensors, without reading, decoding and tokenising the sample again."""
         items: list = []
         missed: list[int] = []
-        for n, i in enumerate(positions.tolist()):
+        order = positions.tolist()
+        for n, i in enumerate(order):
             hit = self.cache.get(i)
             if hit is None:
                 missed.append(n)
@@ -564,7 +565,7 @@ class RankStream(torch.utils.data.IterableDataset):
                 uid, rgb, _ = items[n]
                 items[n] = (uid, rgb, row.clone())  # its own memory, not a view that keeps the whole batch
                 if rgb is not None:
-                    self.cache.put(int(positions[n]), items[n])
+                    self.cache.put(order[n], items[n])
         return assemble(self, [(uid, rgb) for uid, rgb, _ in items], torch.stack([t for _, _, t in items]),
                         epoch, step, micro)
 
