@@ -68,4 +68,5 @@ def debug_train_run(data: Path, work: Path, steps: int, launcher: str | None = N
         raise RuntimeError(f"openwit train failed:\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}")
     stats = json.loads((out / "train_stats.json").read_text())
     return {"wall_s": wall, "samples_per_s": stats["samples_per_s"], "data_wait": stats["data_wait_fraction"],
+            "final_loss": stats["final_loss"],
             "weights": (out / "final_weights.pt").read_bytes()}

@@ -109,6 +109,10 @@ def run(cfg: TrainConfig, resume: str | None = None) -> dict:
             models.lock_token_embedding(model)
         except ValueError as e:
             raise schemas.UserError(f"lock_token_embedding: {e} (model {cfg.model})") from None
+    if cfg.pack_text and not models.pack_text_tokens(model):
+        raise schemas.UserError(f"pack_text: model {cfg.model}'s text tower is not open_clip's causal CLIP "
+                                "transformer with argmax pooling, which packing needs; set pack_text=false")
+    models.first_query_attention_pool(model)
     # image batches in NHWC order: the convolutions then run channels-last (the weights stay as
     # they are, which DeepSpeed's broadcast and ZeRO's flat buffers need)
     layout = torch.channels_last if cfg.channels_last else torch.contiguous_format

@@ -162,3 +162,64 @@ def test_locking_the_token_embedding_takes_it_out_of_the_optimizer():
     assert not load("vit-b-32").lock_token_embedding
     with pytest.raises(ConfigError, match="lock_token_embedding: expected true or false"):
         load("debug", None, ["lock_token_embedding=maybe"])
+
+
+@pytest.mark.parametrize("name", ["openwit-debug-rn", "openwit-debug"])
+def test_the_packed_text_tower_gives_open_clip_s_features_and_gradients(name):
+    import torch
+
+    from trainer import models
+
+    plain = models.create(name, seed=3)
+    packed = models.create(name, seed=3)
+    assert models.pack_text_tokens(packed)
+    context = models.model_config(name)["text_cfg"]["context_length"]
+    texts = ["", "a", "a small red circle on a grid background",
+             "Buy small cyan heart sticker | Free shipping", "word " * (2 * context),  # cut at the context
+             "Ünïcödé ☂ 图像 caption"]
+    tokens = models.tokenizer(name)(texts)
+    assert int(tokens.argmax(dim=-1).max()) == context - 1 and int(tokens.argmax(dim=-1).min()) == 1
+    for batch in (tokens, tokens[1:2]):  # a batch of one too
+        a, b = plain.encode_text(batch), packed.encode_text(batch)
+        assert a.shape == b.shape and torch.allclose(a, b, atol=1e-6)
+    plain.encode_text(tokens, normalize=True).square().sum().backward()
+    packed.encode_text(tokens, normalize=True).square().sum().backward()
+    for (n, p), q in zip(plain.named_parameters(), packed.parameters()):
+        if p.grad is not None:
+            assert torch.allclose(p.grad, q.grad, atol=1e-6, rtol=1e-4), n
+    images = torch.randn(len(texts), 3, 64, 64)
+    assert torch.allclose(plain(images, tokens)[1], packed(images, tokens)[1], atol=1e-6)  # through forward
+
+
+def test_packing_refuses_a_text_tower_whose_output_is_not_the_causal_end_of_text_token():
+    import torch
+
+    from trainer import models
+
+    pooled_last = models.create("openwit-debug-rn")
+    pooled_last.text_pool_type = "last"
+    assert not models.pack_text_tokens(pooled_last)
+    bidirectional = models.create("openwit-debug-rn")
+    bidirectional.attn_mask = torch.zeros_like(bidirectional.attn_mask)
+    assert not models.pack_text_tokens(bidirectional)
+    assert not models.pack_text_tokens(torch.nn.Linear(2, 2))
+    assert "encode_text" not in vars(pooled_last) and "encode_text" not in vars(bidirectional)
+    assert load("debug").pack_text and not load("vit-b-32").pack_text
+
+
+def test_the_attention_pool_computes_only_the_query_it_keeps():
+    import torch
+
+    from trainer import models
+
+    plain = models.create("openwit-debug-rn", seed=1)
+    changed = models.create("openwit-debug-rn", seed=1)
+    assert models.first_query_attention_pool(changed) == 1
+    assert models.first_query_attention_pool(models.create("openwit-debug")) == 0  # a ViT has none
+    x = torch.randn(8, 512, 2, 2)
+    a, b = plain.visual.attnpool(x), changed.visual.attnpool(x)
+    assert a.shape == b.shape == (8, 64) and torch.allclose(a, b, atol=1e-5)
+    a.square().sum().backward()
+    b.square().sum().backward()
+    for (n, p), q in zip(plain.visual.attnpool.named_parameters(), changed.visual.attnpool.parameters()):
+        assert torch.allclose(p.grad, q.grad, atol=1e-5, rtol=1e-4), n
