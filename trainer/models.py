@@ -116,11 +116,10 @@ def pack_text_tokens(model: torch.nn.Module) -> bool:
     for blk in blocks:
         if (type(blk) is not ResidualAttentionBlock or hasattr(blk, "ln_1_kv") or not blk.attn.batch_first
                 or not isinstance(blk.ls_1, torch.nn.Identity) or not isinstance(blk.ls_2, torch.nn.Identity)
-                or blk.attn.in_proj_weight is None):
+                or blk.attn.in_proj_weight is None or blk.attn.dropout):
             return False
-    mask = model.attn_mask
-    causal = torch.full_like(mask, float("-inf")).triu_(1)
-    if mask is None or not torch.equal(mask, causal):
+    mask = getattr(model, "attn_mask", None)
+    if mask is None or not torch.equal(mask, torch.full_like(mask, float("-inf")).triu_(1)):
         return False
     model.encode_text = types.MethodType(_packed_encode_text, model)
     return True

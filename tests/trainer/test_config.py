@@ -202,6 +202,12 @@ def test_packing_refuses_a_text_tower_whose_output_is_not_the_causal_end_of_text
     bidirectional = models.create("openwit-debug-rn")
     bidirectional.attn_mask = torch.zeros_like(bidirectional.attn_mask)
     assert not models.pack_text_tokens(bidirectional)
+    no_mask = models.create("openwit-debug-rn")
+    no_mask.attn_mask = None
+    assert not models.pack_text_tokens(no_mask)
+    dropout = models.create("openwit-debug-rn")
+    dropout.transformer.resblocks[1].attn.dropout = 0.1
+    assert not models.pack_text_tokens(dropout)
     assert not models.pack_text_tokens(torch.nn.Linear(2, 2))
     assert "encode_text" not in vars(pooled_last) and "encode_text" not in vars(bidirectional)
     assert load("debug").pack_text and not load("vit-b-32").pack_text
