@@ -10,6 +10,7 @@ and saves/loads checkpoints.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import math
 import os
@@ -77,6 +78,16 @@ def initialize(model: torch.nn.Module, cfg: TrainConfig):
         raise UserError(f"DeepSpeed refuses its config: {e.title}.{where}: {error.get('msg')} "
                         f"(got {error.get('input')!r})") from None
     return engine, optimizer
+
+
+def gathered(engine):
+    """A context in which every parameter is whole on every rank. ZeRO-3 splits each one
+    across the ranks and gathers what a layer reads only inside the engine's forward; the
+    periodic evaluation calls the model's encoders directly, which read parameters of the
+    top module (positional embedding, text projection) outside any layer. Other stages: no-op."""
+    if engine.zero_optimization_stage() == 3:
+        return deepspeed.zero.GatheredParameters(list(engine.module.parameters()), modifier_rank=None)
+    return contextlib.nullcontext()
 
 
 def set_lr(optimizer, lr: float) -> None:

@@ -237,7 +237,8 @@ def run(cfg: TrainConfig, resume: str | None = None) -> dict:
                   flush=True)
         if evaluator and (done % cfg.eval_every == 0 or done == plan.total_steps):
             t_eval = time.perf_counter()
-            scores = evaluator(eng.module, device, dtype)
+            with engine.gathered(eng):
+                scores = evaluator(eng.module, device, dtype)
             eval_seconds += time.perf_counter() - t_eval
             if rank == 0:
                 for k, v in scores.items():
