@@ -5,7 +5,7 @@ interleaved in the same run.
     python -m benchmarks.debug_step_cost [--steps 20] [--repeats 2] [--threads N]
     python -m benchmarks.debug_step_cost --data SHARDS [--train-steps 300] [--repeats 2]
 
-The bare step: the model (`openwit-debug-rn`, token embedding locked as the recipe does),
+The bare step: the recipe's model (token embedding locked as the recipe does),
 a batch of 128 random 64 px images and 20-token texts, the CLIP loss, backward, AdamW. No
 data workers and no DeepSpeed, so the figures are the model's compute only; a training run
 adds both (docs/evaluation.md). Variants:
@@ -39,10 +39,12 @@ import torch
 
 from benchmarks.common import debug_train_run
 from trainer import models
+from trainer.config import RECIPES
 from trainer.loss import clip_loss
 
 BATCH, SIZE, CONTEXT = 128, 64, 20
 VARIANTS = ("channels_last", "nchw", "narrow_bn_nchw", "bf16_autocast")
+MODEL = RECIPES["debug"]["model"]  # the debug recipe's model
 
 
 ALL_CHANNELS_LAST_LAUNCHER = """
@@ -72,7 +74,7 @@ def train_main(data: Path, steps: int, repeats: int) -> None:
 
 def step_ms(variant: str, steps: int) -> float:
     torch.manual_seed(0)
-    model = models.create("openwit-debug-rn", 0.07, "clip", 0)
+    model = models.create(MODEL, 0.07, "clip", 0)
     models.lock_token_embedding(model)
     if variant == "narrow_bn_nchw":
         models.narrow_batch_norms_in_nchw(model)

@@ -35,8 +35,10 @@ import torch
 
 from benchmarks.common import debug_train_run
 from trainer import models
+from trainer.config import RECIPES
 
 BATCH = 128
+MODEL = RECIPES["debug"]["model"]  # the debug recipe's model
 DEMO_SETS = ("workers=0", "sample_cache_mb=1024")
 WITHOUT_LAUNCHER = """
 import sys
@@ -75,12 +77,12 @@ def timed(fn, repeats: int = 30) -> float:
 
 
 def components(shards: Path, rounds: int) -> None:
-    plain = models.create("openwit-debug-rn", 0.07, "clip", 0)
+    plain = models.create(MODEL, 0.07, "clip", 0)
     models.lock_token_embedding(plain)
     changed = copy.deepcopy(plain)
     assert models.pack_text_tokens(changed) and models.first_query_attention_pool(changed) == 1
     texts = captions(shards, BATCH)
-    tokens = models.tokenizer("openwit-debug-rn")(texts)
+    tokens = models.tokenizer(MODEL)(texts)
     ends = tokens.argmax(dim=-1) + 1
     print(f"{len(texts)} captions: {ends.float().mean():.1f} tokens to the end-of-text token on average, "
           f"the longest {int(ends.max())} (context {tokens.shape[1]})")

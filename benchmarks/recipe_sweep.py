@@ -6,7 +6,7 @@ answer moves with the training seed: many short runs of the recipe on one demo's
 
 `pack` takes a finished `openwit demo` folder: its training shards (images re-encoded as
 JPEG quality 85, captions) into one file, and the test splits of its evaluation suite.
-`run` trains the debug recipe's model (openwit-debug-rn, init temperature 0.07) with its
+`run` trains the debug recipe's model (init temperature 0.07) with its
 loss (CLIP's, both ways), optimiser (AdamW, betas 0.9/0.98, eps 1e-6, decay on weight
 matrices only), schedule (linear warmup, constant, linear cooldown over the last 15%) and
 augmentation (random resized crop, scale 0.9-1, ratio 3/4-4/3; here as roi_align on the
@@ -32,6 +32,10 @@ import pickle
 import shutil
 import tarfile
 import time
+
+from trainer.config import RECIPES
+
+MODEL = RECIPES["debug"]["model"]  # the debug recipe's model
 
 
 def pack(run: str, output: str) -> int:
@@ -78,11 +82,11 @@ def sweep(data: str, plan: list[dict], device: str) -> None:
     images = images.permute(0, 3, 1, 2).contiguous().to(device)
     n = len(items)
     models.register()
-    tokenizer = models.tokenizer("openwit-debug-rn")
+    tokenizer = models.tokenizer(MODEL)
     texts = tokenizer([t for _, t in items]).to(device)
     mean, std = (torch.tensor(v, device=device).view(1, 3, 1, 1) for v in (MEAN, STD))
     evaluators: dict[int, evaltasks.Periodic] = {}
-    base = models.model_config("openwit-debug-rn")
+    base = models.model_config(MODEL)
 
     def crops(idx, gen, scale, out_side):
         b, side = len(idx), images.shape[-1]
@@ -99,16 +103,23 @@ def sweep(data: str, plan: list[dict], device: str) -> None:
         seed, batch, lr, total = c.get("seed", 0), c.get("batch", 128), c.get("lr", 2e-3), c["steps"]
         warmup, cooldown_start = c.get("warmup", 20), total - max(1, round(c.get("cooldown", 0.15) * total))
         side = c.get("image", base["vision_cfg"]["image_size"])
-        model = models.create("openwit-debug-rn", c.get("temp", 0.07), "clip", seed,
+        model = models.create(MODEL, c.get("temp", 0.07), "clip", seed,
                               vision_cfg={**base["vision_cfg"], "image_size": side},
                               text_cfg={**base["text_cfg"], "layers": c.get("text_layers", base["text_cfg"]["layers"])})
         model = model.to(device)
         if c.get("lock_tokens"):
             models.lock_token_embedding(model)
+        models.pack_text_tokens(model)  # the trainer's exact step changes (docs/training.md)
+        models.first_query_attention_pool(model)
+        layout = torch.contiguous_format
+        if device == "cpu":  # as the debug recipe runs there: channels-last, the stem's batch norms in NCHW
+            layout = torch.channels_last
+            models.narrow_batch_norms_in_nchw(model)
         if side not in evaluators:
             evaluators[side] = evaltasks.Periodic(os.path.join(data, "suite"), side, "longest", tokenizer)
         evaluate = evaluators[side]
-        opt = torch.optim.AdamW(param_groups(model, c.get("wd", 0.1)), lr=lr, betas=(0.9, 0.98), eps=1e-6)
+        opt = torch.optim.AdamW(param_groups(model, c.get("wd", 0.1)), lr=lr, betas=(0.9, 0.98), eps=1e-6,
+                                fused=device == "cpu")
         gen = torch.Generator(device=device)
         gen.manual_seed(1000 + seed)
         order = torch.Generator().manual_seed(seed)
@@ -126,7 +137,8 @@ def sweep(data: str, plan: list[dict], device: str) -> None:
                 rate = lr if step < cooldown_start else lr * (total - step) / (total - cooldown_start)
             for group in opt.param_groups:
                 group["lr"] = rate
-            image = F.normalize(model.encode_image(crops(idx, gen, tuple(c.get("crop", (0.9, 1.0))), side)), dim=-1)
+            image = F.normalize(model.encode_image(crops(idx, gen, tuple(c.get("crop", (0.9, 1.0))), side)
+                                                .contiguous(memory_format=layout)), dim=-1)
             text = F.normalize(model.encode_text(texts[idx]), dim=-1)
             logits = model.logit_scale.exp().reshape(()) * image @ text.t()
             labels = torch.arange(len(idx), device=device)
@@ -154,7 +166,12 @@ def main() -> None:
     b.add_argument("--data", required=True)
     b.add_argument("--plan", required=True, help="a JSON file: a list of runs")
     b.add_argument("--device", default="cuda")
+    b.add_argument("--threads", type=int, default=0, help="torch's CPU threads (0: its default)")
     args = p.parse_args()
+    if getattr(args, "threads", 0):
+        import torch
+
+        torch.set_num_threads(args.threads)
     if args.command == "pack":
         print(f"{pack(args.run, args.output)} samples in {args.output}")
     else:

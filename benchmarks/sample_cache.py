@@ -32,6 +32,10 @@ from pathlib import Path
 
 from benchmarks.common import debug_train_run
 
+from trainer.config import RECIPES
+
+MODEL = RECIPES["debug"]["model"]  # the debug recipe's model
+
 BATCH = 128
 
 
@@ -54,8 +58,8 @@ def batch_cost(data_dir: Path) -> None:
         data._crop_resize = crop
         for cache_mb in (0, 1024):
             plan = data.Plan.make(len(index), BATCH, 4, 0)
-            stream = data.RankStream(index, plan, 0, 0, 1, BATCH, 1, 0, models.image_size("openwit-debug-rn"),
-                                     (0.9, 1.0), models.tokenizer("openwit-debug-rn"), cache_mb=cache_mb)
+            stream = data.RankStream(index, plan, 0, 0, 1, BATCH, 1, 0, models.image_size(MODEL),
+                                     (0.9, 1.0), models.tokenizer(MODEL), cache_mb=cache_mb)
             batches, times = iter(stream), []
             for _ in range(plan.steps_per_epoch):  # the first epoch fills the cache
                 next(batches)

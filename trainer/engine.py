@@ -39,7 +39,21 @@ def init_distributed() -> tuple[int, int]:
     # collectives are the process group's, so it is not built
     importlib.import_module("deepspeed.comm.torch").build_shm_op = _no_shm_op  # the module, not comm's torch
     deepspeed.init_distributed(dist_backend=backend)
+    if backend == "gloo":
+        share_cores()
     return torch.distributed.get_rank(), torch.distributed.get_world_size()
+
+
+def share_cores() -> int:
+    """CPU ranks on one machine split its cores: each takes cores / local ranks threads, not
+    torch's default of every core each (two ranks of two threads on two cores spin against each
+    other). OMP_NUM_THREADS, when set, is the user's choice and is kept. Returns the threads."""
+    local = int(os.environ.get("LOCAL_WORLD_SIZE") or os.environ.get("LOCAL_SIZE") or 1)
+    if "OMP_NUM_THREADS" in os.environ or local <= 1:
+        return torch.get_num_threads()
+    threads = max(1, len(os.sched_getaffinity(0)) // local)
+    torch.set_num_threads(threads)
+    return threads
 
 
 def _no_shm_op() -> None:

@@ -261,7 +261,8 @@ def run(cfg: TrainConfig, resume: str | None = None) -> dict:
              "pool_samples": plan.samples,
              "samples_per_s": steps_run * plan.global_batch / max(seconds, 1e-9),
              "data_wait_fraction": wait / max(wait + compute, 1e-9), "final_loss": loss_value,
-             "logit_scale": scale, "invalid_samples": invalid_total, "eval_seconds": round(eval_seconds, 2)}
+             "logit_scale": scale, "invalid_samples": invalid_total, "eval_seconds": round(eval_seconds, 2),
+             "torch_threads": torch.get_num_threads()}
     if rank == 0:
         writer.close()
         metrics.close()

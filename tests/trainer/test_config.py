@@ -164,7 +164,7 @@ def test_locking_the_token_embedding_takes_it_out_of_the_optimizer():
         load("debug", None, ["lock_token_embedding=maybe"])
 
 
-@pytest.mark.parametrize("name", ["openwit-debug-rn", "openwit-debug"])
+@pytest.mark.parametrize("name", ["openwit-debug-rn-t1", "openwit-debug-rn", "openwit-debug"])
 def test_the_packed_text_tower_gives_open_clip_s_features_and_gradients(name):
     import torch
 

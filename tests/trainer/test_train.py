@@ -94,6 +94,30 @@ def test_two_ranks_equal_one_rank_with_the_whole_batch(shards, tmp_path):
     total = sum(float((wb[k] - wa[k]).norm() ** 2) for k in wa) ** 0.5 / sum(float(wa[k].norm() ** 2) for k in wa) ** 0.5
     assert total <= 1e-6, total
     assert _shm_buffers() <= shm_before  # no shared-memory all-reduce buffers are left in RAM
+    # the two CPU ranks split the cores instead of each spinning a thread on every one
+    cores = len(os.sched_getaffinity(0))
+    assert json.loads((tmp_path / "two" / "train_stats.json").read_text())["torch_threads"] == max(1, cores // 2)
+
+
+def test_cpu_ranks_on_one_machine_split_its_cores_unless_omp_num_threads_is_set(monkeypatch):
+    from trainer import engine
+
+    before = torch.get_num_threads()
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)))
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    try:
+        monkeypatch.setenv("LOCAL_SIZE", "1")  # one rank: torch's default is kept
+        assert engine.share_cores() == before
+        monkeypatch.setenv("LOCAL_SIZE", "4")  # the deepspeed launcher's name
+        assert engine.share_cores() == 2 == torch.get_num_threads()
+        monkeypatch.setenv("LOCAL_WORLD_SIZE", "16")  # torchrun's name; more ranks than cores: one each
+        assert engine.share_cores() == 1
+        torch.set_num_threads(before)
+        monkeypatch.setenv("OMP_NUM_THREADS", "3")  # the user's choice stands
+        assert engine.share_cores() == before
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_kill_9_then_resume_sees_the_same_samples_and_ends_with_the_same_weights(shards, tmp_path):
