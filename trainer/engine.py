@@ -51,7 +51,8 @@ def share_cores() -> int:
     local = int(os.environ.get("LOCAL_WORLD_SIZE") or os.environ.get("LOCAL_SIZE") or 1)
     if "OMP_NUM_THREADS" in os.environ or local <= 1:
         return torch.get_num_threads()
-    threads = max(1, len(os.sched_getaffinity(0)) // local)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    threads = max(1, cores // local)
     torch.set_num_threads(threads)
     return threads
 
