@@ -49,7 +49,7 @@ def share_cores() -> int:
     torch's default of every core each (two ranks of two threads on two cores spin against each
     other). OMP_NUM_THREADS, when set, is the user's choice and is kept. Returns the threads."""
     local = int(os.environ.get("LOCAL_WORLD_SIZE") or os.environ.get("LOCAL_SIZE") or 1)
-    if "OMP_NUM_THREADS" in os.environ or local <= 1:
+    if os.environ.get("OMP_NUM_THREADS") or local <= 1:
         return torch.get_num_threads()
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     threads = max(1, cores // local)
